@@ -1,0 +1,184 @@
+"""Files on disk: atomic writes, content hashes, cache keys and run folders.
+
+Every command that writes a folder follows the same rules. The folder holds a
+``.dejavu-run.json`` stamp naming the command and a hash of its settings. A rerun with
+the same command and settings reuses the folder, which is how interrupted runs resume.
+Any other non-empty folder is rejected unless ``overwrite=True``, which empties it
+first. Files are written under a temporary name in the same folder and renamed into
+place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from dejavu.errors import OutputDirError
+
+STAMP_NAME = ".dejavu-run.json"
+_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` and rename it into place on success.
+
+    The temporary file is removed when the block raises, so ``path`` is either the
+    old file or the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, encoded as UTF-8."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    # NumPy scalars and arrays appear in results; plain JSON has no type for them.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON: {obj!r}")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def stable_hash(obj: Any) -> str:
+    """Return a SHA-256 of ``obj`` serialised as canonical JSON.
+
+    Used for cache keys: two settings dictionaries with the same content give the same
+    key whatever their key order.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Return the versions of the packages whose behaviour affects results."""
+    from importlib import metadata
+
+    import dejavu
+
+    versions = {"dejavu": dejavu.__version__, "python": platform.python_version()}
+    for name in ("torch", "open_clip_torch", "faiss-cpu", "faiss-gpu", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def prepare_run_dir(
+    path: str | os.PathLike,
+    command: str,
+    settings: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Create or reuse the output folder of ``command``.
+
+    Parameters
+    ----------
+    path : path-like
+        The output folder.
+    command : str
+        Name of the command that writes the folder, such as ``"audit"``.
+    settings : mapping
+        Every setting that affects the folder's content. A folder written by the same
+        command with equal settings is reused so that a rerun resumes.
+    overwrite : bool, default=False
+        Empty a folder that holds anything else instead of raising.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder, which exists on return and carries the stamp.
+
+    Raises
+    ------
+    OutputDirError
+        If the folder is not empty, was not written with the same command and
+        settings, and ``overwrite`` is false; or if it cannot be created.
+    """
+    path = Path(path)
+    stamp = {"command": command, "settings_hash": stable_hash(settings)}
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"output path {path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        previous = _read_stamp(path)
+        same = previous is not None and all(
+            previous.get(key) == value for key, value in stamp.items()
+        )
+        if not same and not overwrite:
+            if previous is None:
+                why = "is not empty and was not written by dejavu"
+            elif previous.get("command") != command:
+                why = f"was written by 'dejavu {previous.get('command')}'"
+            else:
+                why = "was written with different settings"
+            raise OutputDirError(
+                f"output folder {path} {why}; choose another folder or pass "
+                "--overwrite to replace its contents"
+            )
+        if not same:
+            _empty_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / STAMP_NAME, {**stamp, "settings": dict(settings)})
+    except OSError as err:
+        raise OutputDirError(
+            f"cannot write to output folder {path}: {err.strerror}; "
+            "choose a folder you can write to"
+        ) from err
+    return path
+
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads((path / STAMP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _empty_dir(path: Path) -> None:
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
