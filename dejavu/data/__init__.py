@@ -1,0 +1,1 @@
+"""Record sets: manifests, image loading, splits and the synthetic scene generator."""
