@@ -16,11 +16,19 @@ from typing import Any
 
 import pandas as pd
 
+from dejavu.annotate.labels_file import read_labels_file
+from dejavu.annotate.pipeline import annotate, detect_manifest
 from dejavu.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["resolve_labels"]
+__all__ = [
+    "annotate",
+    "detect_manifest",
+    "labels_from_objects",
+    "read_labels_file",
+    "resolve_labels",
+]
 
 
 def resolve_labels(
@@ -43,16 +51,16 @@ def resolve_labels(
     manifest : dejavu.data.manifest.Manifest
         The record set. Its ``name`` (such as ``"public set"``) appears in errors.
     labels_file : path-like, optional
-        A Parquet labels file written by ``dejavu annotate``. Every record id of the
-        manifest must be in it, with the same image content hash when the manifest
-        has hashes.
+        A Parquet labels file written by ``dejavu annotate``, or a COCO instances
+        JSON file (``.json``). Every record id of the manifest must be in it, with
+        the same image content hash when both the file and the manifest have one.
     detector : path-like or str, optional
         Detector weights (a local file, or a published name such as ``yolo11n.pt``
         that ultralytics downloads when online).
     detector_options : mapping, optional
         Detector settings: ``conf`` (float), ``imgsz`` (int, pixels), ``batch_size``
         (int, images), ``device`` (str), ``classes`` (list of class names) and
-        ``label_map`` (path of a YAML label map).
+        ``label_map`` (path of a YAML label map, also applied to a COCO file).
     cache_dir : path-like, optional
         Folder of the detection cache. Without it detections are not cached.
     skip_bad_records : bool, default=False
@@ -80,10 +88,9 @@ def resolve_labels(
     if labels_file is not None:
         from dejavu.annotate.labels_file import labels_for_manifest
 
-        return labels_for_manifest(manifest, labels_file)
+        label_map = (detector_options or {}).get("label_map")
+        return labels_for_manifest(manifest, labels_file, label_map_path=label_map)
     if detector is not None:
-        from dejavu.annotate.pipeline import detect_manifest
-
         result = detect_manifest(
             manifest,
             detector,
