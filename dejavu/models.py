@@ -133,7 +133,8 @@ def _unknown_model_message(spec: str) -> str:
         f"unknown model {spec!r}: it is not a file, a folder, or a model config name."
         f"{hint} Packaged configs: {', '.join(PACKAGED_MODELS)}; run "
         "`python -c 'import open_clip; print(open_clip.list_models())'` for "
-        "open_clip's names, or pass hf-hub:org/repo, local-dir:/path or a config JSON file."
+        "open_clip's names, or pass hf-hub:org/repo, local-dir:/path or a config "
+        "JSON file."
     )
 
 
@@ -1012,10 +1013,15 @@ def load_text_encoder(
         model_name = "sentence-transformers/all-MiniLM-L6-v2"
     else:
         path = Path(text).expanduser()
-        looks_like_path = text.startswith((".", "/", "~")) or os.sep in text
+        # A hub name has the form "org/name"; anything else is a local path.
+        looks_like_path = (
+            text.startswith((".", "/", "~"))
+            or text.count("/") > 1
+            or (os.sep != "/" and os.sep in text)
+        )
         if path.exists():
             model_name = path.name
-        elif looks_like_path and text.count("/") != 1:
+        elif looks_like_path:
             raise ModelLoadError(f"text encoder folder not found: {text}")
         else:
             path, model_name = None, text
