@@ -294,3 +294,420 @@ def _print_audit_table(run_dir) -> None:
     report = Path(run_dir) / "report.html"
     if report.exists():
         click.echo(f"report: {report}")
+
+
+def _parse_name_list(ctx, param, value):
+    """Parse a comma-separated list of class names, such as ``cat,dining table``."""
+    if value is None or isinstance(value, list | tuple):
+        return value
+    names = [part.strip() for part in str(value).split(",") if part.strip()]
+    if not names:
+        raise click.BadParameter(f"{value!r} names no class, e.g. 'cat,dog'")
+    return names
+
+
+@main.command()
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True),
+    help="Manifest of the records to annotate (CSV, TSV, JSONL, Parquet or "
+    "WebDataset shards).",
+)
+@click.option(
+    "--detector",
+    help="Detector weights: a local ultralytics .pt file, 'scenes' for the "
+    "bundled scene detector, or a published name such as yolo11n.pt (downloaded "
+    "only when online).",
+)
+@click.option(
+    "--coco",
+    type=click.Path(exists=True, dir_okay=False),
+    help="COCO instances JSON file to import labels and boxes from, instead of "
+    "a detector.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Labels file (Parquet) to write.",
+)
+@click.option(
+    "--conf",
+    type=click.FloatRange(0, 1),
+    default=0.25,
+    show_default=True,
+    help="Minimum box confidence kept.",
+)
+@click.option(
+    "--imgsz",
+    type=click.IntRange(min=32),
+    help="Inference size in pixels (default: the size the weights were trained "
+    "at, else 640).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Images per detector forward pass.",
+)
+@click.option(
+    "--device",
+    help="Detector device: cpu, 0, cuda:0 (default: the first GPU if any, else cpu).",
+)
+@click.option(
+    "--classes",
+    callback=_parse_name_list,
+    help="Comma-separated class names to keep; for open-vocabulary weights "
+    "(YOLO-World, YOLOE) they set the vocabulary (default: all classes).",
+)
+@click.option(
+    "--label-map",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML file mapping detector or COCO class names to the data set's "
+    "labels (name: label, or name: null to drop).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Detection cache folder (default: the labels file's name with the "
+    "suffix .cache, next to it).",
+)
+@click.option(
+    "--skip-bad-records",
+    is_flag=True,
+    help="Leave out records whose image cannot be decoded, instead of stopping.",
+)
+@click.option("--quiet", is_flag=True, help="Hide progress bars.")
+def annotate(
+    data,
+    detector,
+    coco,
+    out,
+    conf,
+    imgsz,
+    batch_size,
+    device,
+    classes,
+    label_map,
+    cache_dir,
+    skip_bad_records,
+    quiet,
+) -> None:
+    """Label the objects in every image of a manifest and write a labels file.
+
+    \b
+    dejavu annotate --data public.parquet --detector yolo11n.pt --out labels.parquet
+    dejavu annotate --data val.csv --coco instances_val2017.json --out labels.parquet
+
+    Detections are cached by image content and detector settings, so a rerun on a
+    grown manifest detects only the new images and an interrupted run resumes.
+    Detector weights are unpickled when loaded: use only weights you trust.
+    """
+    from pathlib import Path
+
+    from dejavu.annotate import annotate as annotate_manifest
+    from dejavu.data.manifest import read_manifest
+
+    if (detector is None) == (coco is None):
+        raise click.UsageError("pass exactly one of --detector and --coco")
+    manifest = read_manifest(
+        data,
+        set_name="data set",
+        skip_bad_records=skip_bad_records,
+        check_images=False,
+        progress=not quiet,
+    )
+    options = {
+        "conf": conf,
+        "imgsz": imgsz,
+        "batch_size": batch_size,
+        "device": device,
+        "classes": classes,
+        "label_map": label_map,
+    }
+    if cache_dir is None:
+        cache_dir = Path(out).with_suffix(".cache")
+    result = annotate_manifest(
+        manifest,
+        out,
+        detector=detector,
+        coco_file=coco,
+        options=options,
+        cache_dir=cache_dir,
+        skip_bad_records=skip_bad_records,
+        progress=not quiet,
+    )
+    skipped = len(manifest.skipped) + len(result.skipped)
+    labelled = sum(1 for labels in result.frame["labels"] if labels)
+    click.echo(
+        f"wrote {out}: {len(result.frame)} records, {labelled} with labels, "
+        f"{result.detected} images detected now, {skipped} skipped as bad"
+    )
+
+
+@main.command("train-detector")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True),
+    help="YOLO data set: the yolo folder of the scene generator, or a data.yaml "
+    "with train and val parts.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder; the best weights are written to OUT/best.pt.",
+)
+@click.option(
+    "--model",
+    default="yolo11n.yaml",
+    show_default=True,
+    help="Model YAML to train from scratch, or .pt weights to fine-tune.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Training epochs.",
+)
+@click.option(
+    "--imgsz",
+    type=click.IntRange(min=32),
+    default=128,
+    show_default=True,
+    help="Training and validation image size in pixels.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images per training batch.",
+)
+@click.option("--device", help="cpu, 0, cuda:0 (default: the first GPU if any).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Data loader worker processes.",
+)
+@click.option(
+    "--optimizer",
+    default="SGD",
+    show_default=True,
+    help="ultralytics optimizer name (SGD, AdamW, auto, ...).",
+)
+@click.option(
+    "--lr0",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Initial learning rate.",
+)
+def train_detector(
+    data, out, model, epochs, imgsz, batch_size, device, seed, workers, optimizer, lr0
+) -> None:
+    """Train a YOLO detector with ultralytics' trainer and report its val mAP.
+
+    \b
+    dejavu train-detector --data scenes/yolo --model yolo11n.yaml \\
+                          --epochs 60 --imgsz 128 --out runs/detector
+    """
+    from pathlib import Path
+
+    from dejavu._io import write_json
+    from dejavu.annotate.yolo import train_detector as train
+
+    metrics = train(
+        data,
+        out,
+        model=model,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        workers=workers,
+        optimizer=optimizer,
+        lr0=lr0,
+    )
+    write_json(Path(out) / "metrics.json", metrics)
+    click.echo(f"weights: {metrics['weights']}")
+    click.echo(f"val mAP50 {metrics['map50']:.3f}, mAP50-95 {metrics['map50_95']:.3f}")
+
+
+@main.command()
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True),
+    help="Manifest of the training set (id, image, caption; optional repeats).",
+)
+@click.option(
+    "--model",
+    default="dejavu-tiny-vit",
+    show_default=True,
+    help="Architecture: packaged config (dejavu-tiny-vit, dejavu-tiny-resnet), "
+    "open_clip model name, or model config JSON file.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder for checkpoints/epoch_E.pt and train_log.jsonl; a rerun with "
+    "the same settings resumes there.",
+)
+@click.option("--epochs", type=int, required=True, help="Passes over the data.")
+@click.option(
+    "--batch-size", type=int, default=64, show_default=True, help="Records per batch."
+)
+@click.option(
+    "--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate."
+)
+@click.option(
+    "--warmup",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Optimizer steps of linear learning-rate warmup.",
+)
+@click.option(
+    "--wd",
+    "weight_decay",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="AdamW weight decay (not applied to gains, biases, logit scale).",
+)
+@click.option(
+    "--text-mask-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Probability in [0, 1) of dropping or masking each caption word, drawn "
+    "afresh every epoch.",
+)
+@click.option(
+    "--text-mask-mode",
+    type=click.Choice(["drop", "mask"]),
+    default="drop",
+    show_default=True,
+    help="Drop the chosen words or replace them by a placeholder word.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of all randomness."
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto, cpu, cuda or cuda:N; CUDA trains in mixed precision.",
+)
+@click.option(
+    "--accum-freq",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Batches pooled into one contrastive batch per optimizer step.",
+)
+@click.option(
+    "--save-every",
+    type=int,
+    help="Also keep the checkpoints of every N-th epoch (default: the last only).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Checkpoint to continue training from.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Processes decoding images (0: the training process).",
+)
+@click.option(
+    "--skip-bad-records",
+    is_flag=True,
+    help="Leave out records with missing or undecodable images.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a run folder written otherwise."
+)
+@click.option("--quiet", is_flag=True, help="Hide the progress bar.")
+def train(quiet: bool, **params) -> None:
+    """Train a CLIP model on image-caption records.
+
+    \b
+    Example:
+      dejavu train --data scenes/target.parquet --model dejavu-tiny-vit \\
+                   --out runs/target --epochs 40 --text-mask-rate 0.3
+    """
+    from dejavu.train import train_clip
+
+    checkpoint = train_clip(**params, progress=not quiet)
+    click.echo(f"checkpoint: {checkpoint}")
+
+
+@main.command()
+@click.option(
+    "--checkpoint",
+    required=True,
+    help="Model to score: checkpoint file or open_clip pretrained name.",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True),
+    help="Labelled manifest: a label column (accuracy) or objects (mAP).",
+)
+@click.option(
+    "--model", help="Architecture of a checkpoint that carries no model config."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Also write the JSON result to this file.",
+)
+@click.option(
+    "--test-fraction",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Fraction of records held out to score the linear probe.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the linear probe's train/test split.",
+)
+@click.option(
+    "--batch-size", type=int, default=64, show_default=True, help="Images per batch."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--skip-bad-records",
+    is_flag=True,
+    help="Leave out records with missing or undecodable images.",
+)
+@click.option("--quiet", is_flag=True, help="Hide the progress bar.")
+def evaluate(out, quiet: bool, **params) -> None:
+    """Score zero-shot and linear-probe utility of a CLIP model, as JSON."""
+    import json
+
+    from dejavu._io import write_json
+    from dejavu.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(**params, progress=not quiet)
+    if out:
+        write_json(out, result)
+    click.echo(json.dumps(result, indent=2))

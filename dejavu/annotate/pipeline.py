@@ -142,6 +142,7 @@ def detect_manifest(
 
     from dejavu.annotate.cache import DetectionCache
     from dejavu.annotate.yolo import YoloDetector, ultralytics_version
+    from dejavu.data.manifest import decode_image, read_image_bytes
 
     _check_not_empty(manifest)
     opts = _options(options)
@@ -192,7 +193,13 @@ def detect_manifest(
         for i in chunk:
             row = frame.iloc[i]
             try:
-                image, digest = _load(row["image"])
+                data = read_image_bytes(row["image"])
+                digests[i] = sha256_bytes(data)
+                if digests[i] in cached or digests[i] in chunk_digests:
+                    # Known content under another id, or the manifest had no hashes.
+                    bar.update(1)
+                    continue
+                image = decode_image(data)
             except _BAD_IMAGE as err:
                 bad = _bad_record(manifest, row, err)
                 if not skip_bad_records:
@@ -204,12 +211,8 @@ def detect_manifest(
                 skipped.append(bad)
                 bar.update(1)
                 continue
-            digests[i] = digest
-            if digest in cached:  # the same image appears twice in this chunk
-                bar.update(1)
-                continue
             images.append(image)
-            chunk_digests.append(digest)
+            chunk_digests.append(digests[i])
         found = detector.detect(images) if images else []
         detected += len(found)
         cached.update(zip(chunk_digests, found, strict=True))
@@ -254,13 +257,6 @@ def detect_manifest(
 
 # Errors that mean "this image is bad", as dejavu.data.manifest raises them.
 _BAD_IMAGE = (FileNotFoundError, UnidentifiedImageError, OSError, ValueError)
-
-
-def _load(ref: str):
-    from dejavu.data.manifest import decode_image, read_image_bytes
-
-    data = read_image_bytes(ref)
-    return decode_image(data), sha256_bytes(data)
 
 
 def _bad_record(manifest, row, err: Exception) -> dict:

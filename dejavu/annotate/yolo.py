@@ -32,6 +32,12 @@ logger = logging.getLogger(__name__)
 
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 
+#: Name that selects the detector shipped with dejavu, trained on the scene data.
+SCENE_DETECTOR_NAME = "scenes"
+SCENE_DETECTOR = (
+    Path(__file__).resolve().parents[1] / "assets" / "detector" / ("scenes-yolo11n.pt")
+)
+
 
 @dataclass
 class Detections:
@@ -145,6 +151,13 @@ def locate_weights(weights: str | os.PathLike) -> tuple[str, bool]:
         offline. The message says where to put the file.
     """
     text = str(weights)
+    if text == SCENE_DETECTOR_NAME:
+        if not SCENE_DETECTOR.is_file():
+            raise ModelLoadError(
+                f"the scene detector {SCENE_DETECTOR} is missing from this "
+                "installation; reinstall dejavu or pass the path of a weights file"
+            )
+        return str(SCENE_DETECTOR), False
     path = Path(text).expanduser()
     if path.is_file():
         return str(path), False
@@ -196,6 +209,12 @@ def load_yolo(weights: str | os.PathLike):
     # Unpickling an arbitrary file can fail with almost any exception type
     # (UnpicklingError, EOFError, RuntimeError, KeyError, AttributeError, ...).
     except Exception as err:
+        if download:
+            raise ModelLoadError(
+                f"cannot download detector weights {source} ({type(err).__name__}: "
+                f"{err}); the machine may be offline: put the file at "
+                f"{Path.cwd() / source} or pass the path of a weights file"
+            ) from err
         raise ModelLoadError(
             f"cannot load detector weights {source}: {type(err).__name__}: {err}; "
             "the file may be truncated or not an ultralytics YOLO checkpoint"
@@ -213,9 +232,10 @@ class YoloDetector:
     Parameters
     ----------
     weights : path-like or str
-        A local weights file, or a published name such as ``"yolo11n.pt"`` that
-        ultralytics downloads when online. Open-vocabulary weights (YOLO-World,
-        YOLOE) need ``classes``.
+        A local weights file, ``"scenes"`` for the detector shipped for the scene
+        data, or a published name such as ``"yolo11n.pt"`` that ultralytics
+        downloads when online. Open-vocabulary weights (YOLO-World, YOLOE) need
+        ``classes``.
     conf : float, default=0.25
         Minimum box confidence, in [0, 1].
     imgsz : int, optional
@@ -468,15 +488,19 @@ def evaluate_detector(
     kwargs = {"imgsz": int(imgsz)} if imgsz else {}
     if device is not None:
         kwargs["device"] = device
-    result = yolo.val(
-        data=str(data_yaml.resolve()),
-        split=split,
-        batch=int(batch_size),
-        plots=False,
-        verbose=False,
-        workers=0,
-        **kwargs,
-    )
+    # ultralytics writes a run folder even without plots; keep it out of the way.
+    with tempfile.TemporaryDirectory(prefix="dejavu-val-") as project:
+        result = yolo.val(
+            data=str(data_yaml.resolve()),
+            split=split,
+            batch=int(batch_size),
+            plots=False,
+            verbose=False,
+            workers=0,
+            project=project,
+            name="val",
+            **kwargs,
+        )
     names = result.names
     per_class = {}
     for i, class_id in enumerate(result.box.ap_class_index):
