@@ -9,7 +9,7 @@ A model *spec* names an architecture in one of these forms:
 
 - a packaged or open_clip config name (``dejavu-tiny-vit``, ``ViT-B-32``);
 - ``hf-hub:org/repo`` or ``local-dir:/path`` as open_clip reads them (the folder
-  holds ``open_clip_config.json``);
+  contains ``open_clip_config.json``);
 - a path to a JSON file holding either a bare model config or an
   ``open_clip_config.json`` with a ``model_cfg`` key.
 
@@ -103,7 +103,7 @@ def _resolve(spec: str | os.PathLike) -> tuple[str, dict, dict]:
     """Return (name, model config, preprocess config) for a spec."""
     text = os.fspath(spec)
     if not text:
-        raise ModelLoadError("empty model name; give e.g. --model dejavu-tiny-vit")
+        raise ModelLoadError("model name is empty; pass e.g. --model dejavu-tiny-vit")
 
     if text.startswith("local-dir:"):
         folder = Path(text[len("local-dir:") :])
@@ -144,7 +144,7 @@ def _read_config_file(path: Path) -> tuple[str, dict, dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"cannot read model config {path}: {err}") from err
+        raise ModelLoadError(f"failed to read model config {path}: {err}") from err
     if not isinstance(data, dict):
         raise ModelLoadError(f"model config {path} is not a JSON object")
     preprocess = {}
@@ -162,8 +162,8 @@ def _check_config(config: Any, where: str) -> None:
     missing = [key for key in _REQUIRED_CONFIG_KEYS if key not in config]
     if missing:
         raise ModelLoadError(
-            f"model config in {where} lacks {', '.join(missing)}; an open_clip model "
-            f"config needs {', '.join(_REQUIRED_CONFIG_KEYS)}"
+            f"model config in {where} is missing {', '.join(missing)}; an open_clip "
+            f"model config needs {', '.join(_REQUIRED_CONFIG_KEYS)}"
         )
 
 
@@ -175,7 +175,9 @@ def _hf_hub_config(spec: str) -> dict:
     try:
         config = open_clip.get_model_config(spec)
     except Exception as err:  # huggingface_hub raises many error types
-        raise ModelLoadError(f"cannot fetch the model config of {spec}: {err}") from err
+        raise ModelLoadError(
+            f"failed to fetch the model config of {spec}: {err}"
+        ) from err
     _check_config(config, spec)
     return config
 
@@ -311,7 +313,9 @@ def _call_factory(name, pretrained, device, kwargs):
     except ModelLoadError:
         raise
     except (RuntimeError, ValueError, TypeError, OSError, KeyError) as err:
-        raise ModelLoadError(f"open_clip cannot create model {name!r}: {err}") from err
+        raise ModelLoadError(
+            f"open_clip failed to create model {name!r}: {err}"
+        ) from err
 
 
 def _make_tokenizer(config: Mapping[str, Any], context_length: int | None):
@@ -567,7 +571,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     else:
         kind = type(raw).__name__
         raise ModelLoadError(
-            f"{path} is not a model checkpoint: it holds a {kind} without a "
+            f"{path} is not a model checkpoint: it contains a {kind} without a "
             "'state_dict' of tensors. Pass an open_clip checkpoint, a state dict "
             "saved with torch.save, or a .safetensors file."
         )
@@ -696,7 +700,7 @@ def _mismatch_message(path, name, mismatched, missing, unexpected) -> str:
         lines.append(f"  {len(missing)} model keys missing from the checkpoint:")
         lines += [f"    {k}: model {list(s)}" for k, s in missing[:n]]
     if unexpected:
-        lines.append(f"  {len(unexpected)} checkpoint keys the model lacks:")
+        lines.append(f"  {len(unexpected)} checkpoint keys not in the model:")
         lines += [f"    {k}: checkpoint {list(s)}" for k, s in unexpected[:n]]
     lines.append(
         "Pass the architecture the checkpoint was trained with (--model NAME), "
@@ -1013,7 +1017,7 @@ def load_text_encoder(
         model_name = "sentence-transformers/all-MiniLM-L6-v2"
     else:
         path = Path(text).expanduser()
-        # A hub name has the form "org/name"; anything else is a local path.
+        # A hub name has the form "org/name", so anything else is a local path.
         looks_like_path = (
             text.startswith((".", "/", "~"))
             or text.count("/") > 1
@@ -1044,5 +1048,5 @@ def load_text_encoder(
     except ModelLoadError:
         raise
     except Exception as err:  # sentence-transformers and hub errors vary widely
-        raise ModelLoadError(f"cannot load text encoder {text!r}: {err}") from err
+        raise ModelLoadError(f"failed to load text encoder {text!r}: {err}") from err
     return TextEncoder(model, source=text, model_name=model_name, device=device)

@@ -123,13 +123,13 @@ def test_resolve_model_config_open_clip_config_json(tmp_path):
     assert from_local_dir == packaged
 
 
-def test_resolve_model_config_unknown_name_suggests_fix():
+def test_resolve_model_config_unknown_name():
     with pytest.raises(ModelLoadError, match="list_models") as info:
         models.resolve_model_config("ViT-B-3")
     assert "ViT-B-32" in str(info.value)
 
 
-def test_resolve_model_config_json_without_model_keys(tmp_path):
+def test_resolve_model_config_incomplete_json(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"embed_dim": 8}))
     with pytest.raises(ModelLoadError, match="vision_cfg"):
@@ -148,7 +148,7 @@ def test_create_model_transforms_and_tokenizer():
     assert created.model_name == "dejavu-tiny-resnet"
 
 
-def test_create_model_from_json_file_builds_that_config(tmp_path):
+def test_create_model_from_json_file(tmp_path):
     _, config = models.resolve_model_config("dejavu-tiny-vit")
     config["embed_dim"] = 64
     path = tmp_path / "narrow.json"
@@ -170,7 +170,7 @@ def test_create_model_is_open_clip_create_model():
 
 
 @pytest.mark.parametrize("form", ["trainer", "module", "bare", "dejavu"])
-def test_load_clip_checkpoint_forms_give_same_embeddings(form, checkpoints, tiny_vit):
+def test_load_clip_checkpoint_forms_agree(form, checkpoints, tiny_vit):
     model = None if form == "dejavu" else "dejavu-tiny-vit"
     encoder = models.load_clip(checkpoints[form], model=model, device="cpu")
     assert np.array_equal(encoder.encode_images(_images()), tiny_vit["images"])
@@ -319,7 +319,7 @@ def empty_caches(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_load_clip_pretrained_tag_offline_without_cache(empty_caches):
+def test_load_clip_uncached_tag_offline(empty_caches):
     with pytest.raises(ModelLoadError, match="not in the local cache"):
         models.load_clip("ViT-B-32:laion2b_s34b_b79k", device="cpu")
 
@@ -329,7 +329,7 @@ def test_load_clip_unknown_pretrained_tag(empty_caches):
         models.load_clip("ViT-B-32:no_such_tag", device="cpu")
 
 
-def test_load_clip_hf_hub_offline_without_cache(empty_caches):
+def test_load_clip_uncached_hf_hub_offline(empty_caches):
     with pytest.raises(ModelLoadError, match="not in the local cache"):
         models.load_clip("hf-hub:nobody/nothing", device="cpu")
 
