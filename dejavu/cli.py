@@ -711,3 +711,131 @@ def evaluate(out, quiet: bool, **params) -> None:
     if out:
         write_json(out, result)
     click.echo(json.dumps(result, indent=2))
+
+
+def _parse_count_range(ctx, param, value):
+    """Parse ``N`` or ``MIN-MAX`` into an inclusive (min, max) pair of integers."""
+    if value is None or isinstance(value, list | tuple):
+        return value
+    parts = str(value).split("-")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2):
+        raise click.BadParameter(f"{value!r} is not a count or a range such as 2-5")
+    return (numbers[0], numbers[-1])
+
+
+def _parse_word_list(ctx, param, value):
+    """Parse a comma-separated list of words, such as ``street,farm``."""
+    if value is None or isinstance(value, list | tuple):
+        return value
+    words = [part.strip() for part in str(value).split(",") if part.strip()]
+    if not words:
+        raise click.BadParameter(f"{value!r} lists nothing; give comma-separated names")
+    return words
+
+
+@main.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write the images, manifests and copies into.",
+)
+@click.option(
+    "--n-target",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Number of target-set images.",
+)
+@click.option(
+    "--n-reference",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Number of reference-set images.",
+)
+@click.option(
+    "--n-control",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Number of control-set images.",
+)
+@click.option(
+    "--n-public",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Number of public-set images.",
+)
+@click.option(
+    "--n-detector",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Number of images for training and validating a detector.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--size",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Image width and height, in pixels (at least 32).",
+)
+@click.option(
+    "--objects-per-image",
+    callback=_parse_count_range,
+    default="2-5",
+    show_default=True,
+    help="Number of objects in one image: N or an inclusive range MIN-MAX.",
+)
+@click.option(
+    "--mention-fraction",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Expected fraction of an image's object classes that its caption names, "
+    "in [0, 1]; captions name at least one and never all of two or more.",
+)
+@click.option(
+    "--scene-types",
+    callback=_parse_word_list,
+    help="Comma-separated scene types to draw from (default: all of street, "
+    "kitchen, farm, beach, home, forest, park, office).",
+)
+@click.option(
+    "--backgrounds",
+    type=click.Choice(["procedural", "photo", "mixed"]),
+    default="procedural",
+    show_default=True,
+    help="Procedural textures, crops of scikit-image's public-domain photographs, "
+    "or half of each.",
+)
+@click.option(
+    "--formats",
+    callback=_parse_word_list,
+    default="manifest,yolo",
+    show_default=True,
+    help="Comma-separated outputs: manifest (always written), yolo (the detector "
+    "split in YOLO layout), webdataset (tar shards of every split).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a folder written otherwise.")
+@click.option("--quiet", is_flag=True, help="Hide progress bars.")
+def scenes(out, quiet: bool, **params) -> None:
+    """Generate captioned scene images with known objects, split into sets.
+
+    \b
+    Example:
+      dejavu scenes --out data/scenes --n-target 500 --n-reference 500 \\
+                    --n-control 500 --n-public 5000 --n-detector 2000 --seed 0
+    """
+    from dejavu.data.scenes import write_scenes
+
+    manifests = write_scenes(out, **params, progress=not quiet)
+    for split, path in manifests.items():
+        click.echo(f"{split:<10} {params[f'n_{split}']:>7} images  {path}")

@@ -358,8 +358,9 @@ def write_scenes(
             raise InputError(f"number of {split} images {n!r} must be an integer >= 0")
     if sum(counts.values()) == 0:
         raise InputError(
-            "no images requested; give at least one of n_target, n_reference, "
-            "n_control, n_public or n_detector a positive count"
+            "no images requested: every split count is 0; set at least one of "
+            "n_target, n_reference, n_control, n_public, n_detector (--n-target "
+            "and so on in the CLI) above 0"
         )
     options = _Options.checked(
         seed, size, objects_per_image, mention_fraction, scene_types, backgrounds
