@@ -613,7 +613,15 @@ def _torch_load(path: Path) -> Any:
             f"{path} is not a PyTorch checkpoint ({err}). Pass a file written by "
             "torch.save or a .safetensors file."
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, UnicodeDecodeError) as err:
+    except (
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        UnicodeDecodeError,
+        IndexError,  # the weights-only unpickler's reaction to arbitrary bytes
+        KeyError,
+    ) as err:
         raise ModelLoadError(
             f"{path} is not a readable PyTorch checkpoint ({err}). Pass a file "
             "written by torch.save or a .safetensors file."
