@@ -30,10 +30,13 @@ class _Group(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging messages.")
 def main(verbose: bool) -> None:
     """Audit CLIP-style models for deja vu memorization of their training data."""
+    # Other libraries (open_clip, ultralytics) log to the root logger at INFO; show
+    # only their warnings, and dejavu's own progress messages.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("dejavu").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _parse_float_list(ctx, param, value):
@@ -713,6 +716,121 @@ def evaluate(out, quiet: bool, **params) -> None:
     click.echo(json.dumps(result, indent=2))
 
 
+def _parse_set_size(ctx, param, value):
+    """Parse a set size: a whole number of records or a fraction such as 0.25."""
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value).strip()
+    try:
+        if any(ch in text for ch in ".eE"):
+            return float(text)
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a number of records (500) nor a fraction (0.25)"
+        ) from None
+
+
+_SET_SIZE_HELP = "Records in the {} set: a count (500) or a fraction (0.25)."
+
+
+@main.command()
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True),
+    help="Manifest to split (CSV, TSV, JSONL, Parquet or WebDataset shards).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the set manifests and split.json.",
+)
+@click.option(
+    "--target-size", callback=_parse_set_size, help=_SET_SIZE_HELP.format("target")
+)
+@click.option(
+    "--reference-size",
+    callback=_parse_set_size,
+    help=_SET_SIZE_HELP.format("reference"),
+)
+@click.option(
+    "--control-size", callback=_parse_set_size, help=_SET_SIZE_HELP.format("control")
+)
+@click.option(
+    "--public-size", callback=_parse_set_size, help=_SET_SIZE_HELP.format("public")
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--stratify",
+    metavar="COLUMN",
+    help="Keep this column's mix of values equal across the sets (default: none).",
+)
+@click.option(
+    "--drop-duplicates",
+    is_flag=True,
+    help="Keep one record per group of identical images (default: keep each "
+    "group together in one set).",
+)
+@click.option(
+    "--skip-bad-records",
+    is_flag=True,
+    help="Leave out records with missing or undecodable images.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a folder written otherwise.")
+@click.option("--quiet", is_flag=True, help="Hide progress bars.")
+def split(
+    data,
+    out,
+    seed,
+    stratify,
+    drop_duplicates,
+    skip_bad_records,
+    overwrite,
+    quiet,
+    **sizes,
+) -> None:
+    """Split a manifest into disjoint target, reference, control and public sets.
+
+    \b
+    Example:
+      dejavu split --data records.parquet --out splits --target-size 0.25 \\
+                   --reference-size 0.25 --control-size 0.1 --public-size 0.4
+    """
+    import json
+    from pathlib import Path
+
+    from dejavu.data.split import split_manifest
+
+    sizes = {
+        name.removesuffix("_size"): value
+        for name, value in sizes.items()
+        if value is not None
+    }
+    written = split_manifest(
+        data,
+        out,
+        sizes,
+        seed=seed,
+        stratify=stratify,
+        drop_duplicates=drop_duplicates,
+        skip_bad_records=skip_bad_records,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    report = json.loads((Path(out) / "split.json").read_text(encoding="utf-8"))
+    for name, path in written.items():
+        click.echo(f"{name:<10} {report['sets'][name]['records']:>7} records  {path}")
+    click.echo(f"unassigned {report['unassigned_records']:>7} records")
+    groups = report["duplicate_groups"]
+    if groups:
+        click.echo(
+            f"duplicates: {len(groups)} groups of identical images "
+            f"({sum(len(g) for g in groups)} records), listed in split.json"
+        )
+
+
 def _parse_count_range(ctx, param, value):
     """Parse ``N`` or ``MIN-MAX`` into an inclusive (min, max) pair of integers."""
     if value is None or isinstance(value, list | tuple):
@@ -839,3 +957,63 @@ def scenes(out, quiet: bool, **params) -> None:
     manifests = write_scenes(out, **params, progress=not quiet)
     for split, path in manifests.items():
         click.echo(f"{split:<10} {params[f'n_{split}']:>7} images  {path}")
+
+
+@main.command()
+@click.argument(
+    "run_dirs",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    metavar="RUN_DIR...",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=True),
+    help="HTML file (or folder) to write. One run: default RUN_DIR/report.html, "
+    "with summary.md and memorized.csv beside it. Several runs: required; writes "
+    "one comparison page.",
+)
+@click.option(
+    "--redact",
+    type=click.Choice(["blur", "ids", "none"]),
+    default="blur",
+    show_default=True,
+    help="How the gallery shows training records: blur their images and keep "
+    "captions, show record ids only (no image data at all), or show them unchanged.",
+)
+@click.option(
+    "--gallery-size",
+    type=click.IntRange(min=0),
+    default=12,
+    show_default=True,
+    help="Member records shown in the gallery, largest recall gap first.",
+)
+@click.option("--quiet", is_flag=True, help="Hide progress bars.")
+def report(run_dirs, out, redact: str, gallery_size: int, quiet: bool) -> None:
+    """Write the review report of an audit run, or compare several runs.
+
+    \b
+    Examples:
+      dejavu report runs/audit
+      dejavu report runs/audit --redact ids --out share/report.html
+      dejavu report runs/rate-0.0 runs/rate-0.3 runs/rate-0.6 --out compare.html
+    """
+    from dejavu.report import compare_runs, write_report
+
+    if len(run_dirs) == 1:
+        path = write_report(
+            run_dirs[0],
+            out=out,
+            redact=redact,
+            gallery_size=gallery_size,
+            progress=not quiet,
+        )
+        click.echo(f"report: {path}")
+        click.echo(f"summary: {path.parent / 'summary.md'}")
+        click.echo(f"ranked records: {path.parent / 'memorized.csv'}")
+        return
+    if out is None:
+        raise click.UsageError("comparing several runs needs --out FILE")
+    path = compare_runs(run_dirs, out)
+    click.echo(f"comparison of {len(run_dirs)} runs: {path}")
