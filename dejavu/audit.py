@@ -204,50 +204,35 @@ def run_audit(config: AuditConfig) -> Path:
         )
     else:
         reference_side = _text_side(config, sets, query_sets, k_max, cache_dir)
+    # With both --reference and --reference-text, the one-model test runs as well.
+    text_side = None
+    if test == "two-model" and config.reference_text is not None:
+        text_side = _text_side(
+            config, sets, query_sets, k_max, cache_dir, name="text reference"
+        )
 
     # Scores.
     vocabulary = sorted(
         {label for series in labels.values() for v in series for label in v}
     )
     public_matrix = metrics.label_matrix(labels["public"].tolist(), vocabulary)
-    frames, scores, excluded = [], {}, {}
-    for set_name in query_sets:
-        frame, per_k, n_excluded = _score_set(
-            set_name,
-            sets[set_name],
-            labels[set_name],
-            target_side,
-            reference_side,
-            public,
-            public_matrix,
-            vocabulary,
-            settings,
+    score_inputs = (query_sets, sets, labels, public, public_matrix, vocabulary)
+    frames, scores, excluded = _score_sets(
+        *score_inputs, target_side, reference_side, settings
+    )
+    results = _results(scores, sets, settings, config)
+    one_model = None
+    if text_side is not None:
+        text_frames, text_scores, _ = _score_sets(
+            *score_inputs, target_side, text_side, settings
         )
-        frames.append(frame)
-        scores[set_name] = per_k
-        excluded[set_name] = n_excluded
-
-    results = []
-    for k in settings["k"]:
-        members = scores["members"][k]
-        if members is None:
-            raise InputError(
-                f"no record of the target set {sets['members'].path} has objects; "
-                "the audit needs ground-truth labels for the target records"
-            )
-        control = scores.get("control", {}).get(k)
-        results.extend(
-            metrics.summarize(
-                members,
-                control,
-                k=k,
-                rankings=settings["rankings"],
-                fractions=settings["top_l"],
-                n_resamples=config.bootstrap,
-                level=config.ci_level,
-                seed=config.seed,
-            )
-        )
+        _add_text_reference_columns(frames, text_frames)
+        one_model = {
+            "test": "one-model",
+            "reference": text_side.info,
+            "results": _results(text_scores, sets, settings, config),
+            "agreement": _agreement(scores, text_scores, settings),
+        }
 
     summary = {
         "schema_version": SCHEMA_VERSION,
@@ -258,9 +243,11 @@ def run_audit(config: AuditConfig) -> Path:
         "counts": _counts(sets, labels, excluded),
         "skipped": [row for m in sets.values() for row in m.skipped]
         + [row for s in labels.values() for row in s.attrs.get("skipped", [])],
-        "notes": _notes(test, target_side, reference_side),
+        "notes": _notes(test, target_side, reference_side, one_model is not None),
         "results": results,
     }
+    if one_model is not None:
+        summary["one_model"] = one_model
 
     # Outputs, each written atomically.
     _write_parquet(pd.concat(frames, ignore_index=True), run_dir / "records.parquet")
@@ -274,7 +261,7 @@ def run_audit(config: AuditConfig) -> Path:
 
 def _read_sets(config: AuditConfig, test: str) -> dict[str, Manifest]:
     caption = ("id", "image", "caption")
-    public_needs_caption = config.mode == "t2t" or test == "one-model"
+    public_needs_caption = config.mode == "t2t" or config.reference_text is not None
     specs = [
         ("members", config.target_set, "target set", caption),
         ("control", config.control_set, "control set", caption),
@@ -299,13 +286,29 @@ def _read_sets(config: AuditConfig, test: str) -> dict[str, Manifest]:
             )
         except InputError as err:
             if key == "public" and "caption" in str(err) and public_needs_caption:
-                why = "t2t mode" if config.mode == "t2t" else "the one-model test"
-                raise InputError(f"{err} ({why} queries the public captions)") from err
+                raise InputError(_public_caption_message(err, config)) from err
             raise
         if len(sets[key]) == 0:
             raise InputError(f"the {name} {path} has no usable records")
     _check_disjoint(sets)
     return sets
+
+
+def _public_caption_message(err: InputError, config: AuditConfig) -> str:
+    """Explain why the public set needs captions and how to run without them."""
+    if config.reference_text is not None:
+        why = (
+            "the one-model test (--reference-text) indexes the public captions with "
+            "its text-only encoder"
+        )
+        fix = (
+            "add a caption to every public record, or drop --reference-text and run "
+            "the two-model test with --reference and --mode t2i"
+        )
+    else:
+        why = "--mode t2t searches the public captions"
+        fix = "add a caption to every public record, or use --mode t2i"
+    return f"{err}. The public set needs captions because {why}; {fix}"
 
 
 def _check_disjoint(sets: dict[str, Manifest]) -> None:
@@ -406,7 +409,7 @@ def _clip_side(name, config, source, architecture, sets, query_sets, k_max, cach
     return side
 
 
-def _text_side(config, sets, query_sets, k_max, cache_dir):
+def _text_side(config, sets, query_sets, k_max, cache_dir, name="reference"):
     from dejavu.models import load_text_encoder
 
     encoder = load_text_encoder(config.reference_text, device=config.device)
@@ -415,10 +418,10 @@ def _text_side(config, sets, query_sets, k_max, cache_dir):
         sets["public"].frame["caption"].tolist(),
         cache_dir=cache_dir / "embeddings",
         progress=config.progress,
-        desc="reference: embed public captions",
+        desc=f"{name}: embed public captions",
     )
     side = _search_sets(
-        "reference", encoder, index, sets, query_sets, k_max, config, cache_dir
+        name, encoder, index, sets, query_sets, k_max, config, cache_dir
     )
     side.info = {
         "path": str(getattr(encoder, "source", config.reference_text)),
@@ -486,6 +489,142 @@ def _array_digest(array: np.ndarray) -> str:
     for start in range(0, flat.size, step):
         digest.update(flat[start : start + step].tobytes())
     return digest.hexdigest()
+
+
+def _score_sets(
+    query_sets,
+    sets,
+    labels,
+    public,
+    public_matrix,
+    vocabulary,
+    target,
+    reference,
+    settings,
+):
+    """Score every query set against one reference side.
+
+    Returns the records.parquet frames, the SetScores per set and k, and the count
+    of records excluded for having no objects per set.
+    """
+    frames, scores, excluded = [], {}, {}
+    for set_name in query_sets:
+        frame, per_k, n_excluded = _score_set(
+            set_name,
+            sets[set_name],
+            labels[set_name],
+            target,
+            reference,
+            public,
+            public_matrix,
+            vocabulary,
+            settings,
+        )
+        frames.append(frame)
+        scores[set_name] = per_k
+        excluded[set_name] = n_excluded
+    return frames, scores, excluded
+
+
+def _results(scores, sets, settings, config) -> list[dict]:
+    """Summarize the scores into ``results`` entries, one per (record set, k)."""
+    results = []
+    for k in settings["k"]:
+        members = scores["members"][k]
+        if members is None:
+            raise InputError(
+                f"no record of the target set {sets['members'].path} has objects; "
+                "the audit needs ground-truth labels for the target records"
+            )
+        control = scores.get("control", {}).get(k)
+        results.extend(
+            metrics.summarize(
+                members,
+                control,
+                k=k,
+                rankings=settings["rankings"],
+                fractions=settings["top_l"],
+                n_resamples=config.bootstrap,
+                level=config.ci_level,
+                seed=config.seed,
+            )
+        )
+    return results
+
+
+def _add_text_reference_columns(frames, text_frames) -> None:
+    """Copy the one-model reference columns into the two-model frames.
+
+    Both frames of a set hold the same records in the same order, because the
+    target side and the records excluded for having no objects are shared.
+    """
+    for frame, text_frame in zip(frames, text_frames, strict=True):
+        if not frame["id"].equals(text_frame["id"]):
+            raise RuntimeError("one-model and two-model records are misaligned")
+        for column in text_frame.columns:
+            if column.startswith("reference_"):
+                frame[f"text_{column}"] = text_frame[column].to_numpy()
+
+
+def _agreement(two_model, one_model, settings) -> list[dict]:
+    """Compare the two tests per record, for each k and record set.
+
+    Each entry holds the Spearman correlation of the per-record recall gaps
+    (target minus reference) of the two tests, and for each top-L fraction the
+    share of the top L records under the ``gap`` ranking that both tests select.
+    """
+    entries = []
+    for k in settings["k"]:
+        for set_name in ("members", "control"):
+            two = two_model.get(set_name, {}).get(k)
+            one = one_model.get(set_name, {}).get(k)
+            if two is None or one is None:
+                continue
+            rho, p_value = _spearman(
+                two.recall_target - two.recall_reference,
+                one.recall_target - one.recall_reference,
+            )
+            order_two, order_one = (
+                metrics.rank_records(
+                    "gap",
+                    min_dist=scores.min_dist,
+                    ids=scores.ids,
+                    correct_target=scores.correct_target,
+                    correct_reference=scores.correct_reference,
+                )
+                for scores in (two, one)
+            )
+            overlaps = []
+            for fraction in settings["top_l"]:
+                l_size = metrics.top_l_size(two.n, fraction)
+                shared = np.intersect1d(order_two[:l_size], order_one[:l_size]).size
+                overlaps.append(
+                    {"fraction": fraction, "l": l_size, "overlap": shared / l_size}
+                )
+            entries.append(
+                {
+                    "k": k,
+                    "set": set_name,
+                    "spearman": rho,
+                    "spearman_p_value": p_value,
+                    "top_l_overlap": overlaps,
+                }
+            )
+    return entries
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    """Return Spearman's rho and its p-value, or None for both when undefined.
+
+    The correlation is undefined for fewer than 3 records or when either input is
+    constant, for example when no record has a recall gap.
+    """
+    from scipy.stats import spearmanr
+
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None, None
+    result = spearmanr(a, b)
+    return float(result.statistic), float(result.pvalue)
 
 
 def _score_set(
@@ -640,12 +779,21 @@ def _counts(sets, labels, excluded) -> dict:
     return counts
 
 
-def _notes(test: str, target: _Side, reference: _Side) -> list[str]:
+def _notes(
+    test: str, target: _Side, reference: _Side, with_one_model: bool = False
+) -> list[str]:
     notes = []
     if test == "one-model":
         notes.append(
             "One-model test: the reference is a text-only encoder over the public "
             "captions. This estimate tends to run higher than the two-model test."
+        )
+    if with_one_model:
+        notes.append(
+            "Both tests ran: `results` holds the two-model test and `one_model` the "
+            "one-model test, whose reference is a text-only encoder over the public "
+            "captions. The one-model estimate tends to run higher than the two-model "
+            "one."
         )
     if target.info["embed_dim"] != reference.info["embed_dim"]:
         notes.append(
