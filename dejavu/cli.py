@@ -513,8 +513,32 @@ def annotate(
     show_default=True,
     help="Initial learning rate.",
 )
+@click.option(
+    "--mosaic",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help="Probability of mosaic augmentation (four images tiled into one).",
+)
+@click.option(
+    "--cache-images",
+    is_flag=True,
+    help="Keep decoded training images in memory.",
+)
 def train_detector(
-    data, out, model, epochs, imgsz, batch_size, device, seed, workers, optimizer, lr0
+    data,
+    out,
+    model,
+    epochs,
+    imgsz,
+    batch_size,
+    device,
+    seed,
+    workers,
+    optimizer,
+    lr0,
+    mosaic,
+    cache_images,
 ) -> None:
     """Train a YOLO detector with ultralytics' trainer and report its val mAP.
 
@@ -539,6 +563,8 @@ def train_detector(
         workers=workers,
         optimizer=optimizer,
         lr0=lr0,
+        mosaic=mosaic,
+        cache_images=cache_images,
     )
     write_json(Path(out) / "metrics.json", metrics)
     click.echo(f"weights: {metrics['weights']}")

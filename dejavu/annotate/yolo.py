@@ -387,6 +387,8 @@ def train_detector(
     optimizer: str = "SGD",
     lr0: float = 0.01,
     patience: int = 100,
+    mosaic: float = 1.0,
+    cache_images: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a YOLO detector with ultralytics' own trainer and validate it.
@@ -407,6 +409,11 @@ def train_detector(
         than ultralytics' default ``"auto"``.
     device : str, optional
         ``"cpu"``, ``"0"`` and so on; default: ultralytics' choice.
+    mosaic : float, default=1.0
+        Probability of ultralytics' mosaic augmentation, which tiles four images
+        into one and so halves object sizes.
+    cache_images : bool, default=False
+        Keep decoded training images in memory.
     extra : dict, optional
         Further ultralytics training arguments.
 
@@ -447,6 +454,8 @@ def train_detector(
         "optimizer": optimizer,
         "lr0": float(lr0),
         "patience": int(patience),
+        "mosaic": float(mosaic),
+        "cache": "ram" if cache_images else False,
         "project": str(out),
         "name": "train",
         "exist_ok": True,
