@@ -66,56 +66,6 @@ def _parse_int_list(ctx, param, value):
     return numbers
 
 
-def _load_config_section(path: str, section: str) -> dict:
-    """Read a YAML config and return its ``section`` (or the whole file).
-
-    Relative paths in the file are resolved against the file's folder.
-    """
-    from pathlib import Path
-
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise click.BadParameter(f"cannot read config {path}: {err}") from err
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"config {path} must be a YAML mapping")
-    values = data.get(section, data)
-    if not isinstance(values, dict):
-        raise click.BadParameter(
-            f"section {section!r} of config {path} must be a mapping"
-        )
-    base = Path(path).resolve().parent
-    resolved = {}
-    for key, value in values.items():
-        name = str(key).replace("-", "_")
-        if name in _PATH_OPTIONS and isinstance(value, str) and value:
-            candidate = Path(value).expanduser()
-            if not candidate.is_absolute():
-                candidate = base / candidate
-            value = str(candidate)
-        resolved[name] = value
-    return resolved
-
-
-# Options whose values are files or folders; a config file gives them relative to
-# its own folder.
-_PATH_OPTIONS = {
-    "target",
-    "reference",
-    "target_set",
-    "control_set",
-    "public_set",
-    "out",
-    "target_labels",
-    "control_labels",
-    "public_labels",
-    "cache_dir",
-}
-
-
 def _apply_config(ctx: click.Context, params: dict, section: str) -> dict:
     """Fill options not given on the command line from ``--config``."""
     path = params.pop("config", None)
@@ -123,7 +73,9 @@ def _apply_config(ctx: click.Context, params: dict, section: str) -> dict:
         return params
     from click.core import ParameterSource
 
-    values = _load_config_section(path, section)
+    from dejavu.config import read_config_section
+
+    values, relative_to_out = read_config_section(path, section, params.get("out"))
     unknown = sorted(set(values) - set(params))
     if unknown:
         raise click.BadParameter(
@@ -132,7 +84,12 @@ def _apply_config(ctx: click.Context, params: dict, section: str) -> dict:
             param_hint="--config",
         )
     for name, value in values.items():
-        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+        from_command_line = (
+            ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        )
+        # With paths relative to --out, the command line's --out is the base folder
+        # and the config's `out` has already been resolved inside it.
+        if not from_command_line or (name == "out" and relative_to_out):
             params[name] = value
     return params
 
@@ -280,23 +237,57 @@ def _print_audit_table(run_dir) -> None:
     from pathlib import Path
 
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    click.echo(f"dejavu audit ({summary['test']}): {run_dir}")
-    click.echo(f"{'set':<11}{'k':>4}  {'PPG':>24}  {'PRG':>24}  {'AUCG':>24}")
-    for entry in summary["results"]:
-        cells = [
-            f"{entry[m]['value']:+.3f} [{entry[m]['ci_low']:+.3f}, "
-            f"{entry[m]['ci_high']:+.3f}]"
-            for m in ("ppg", "prg", "aucg")
-        ]
-        click.echo(
-            f"{entry['set']:<11}{entry['k']:>4}  "
-            + "  ".join(f"{c:>24}" for c in cells)
-        )
+    click.echo(f"dejavu audit ({summary['test']} test): {run_dir}")
+    _print_results(summary["results"])
+    one_model = summary.get("one_model")
+    if one_model:
+        reference = one_model["reference"].get("architecture") or "text encoder"
+        click.echo(f"one-model test (text-only reference {reference}):")
+        _print_results(one_model["results"])
+        _print_agreement(one_model["agreement"])
     for note in summary.get("notes", []):
         click.echo(f"note: {note}")
     report = Path(run_dir) / "report.html"
     if report.exists():
         click.echo(f"report: {report}")
+
+
+def _print_results(results: list) -> None:
+    click.echo(f"{'set':<11}{'k':>4}  {'PPG':>24}  {'PRG':>24}  {'AUCG':>24}")
+    for entry in results:
+        cells = [_interval_text(entry[m]) for m in ("ppg", "prg", "aucg")]
+        click.echo(
+            f"{entry['set']:<11}{entry['k']:>4}  "
+            + "  ".join(f"{c:>24}" for c in cells)
+        )
+
+
+def _interval_text(interval: dict) -> str:
+    # The bounds are null when the run used --bootstrap 0.
+    if interval["ci_low"] is None or interval["ci_high"] is None:
+        return f"{interval['value']:+.3f}"
+    return (
+        f"{interval['value']:+.3f} [{interval['ci_low']:+.3f}, "
+        f"{interval['ci_high']:+.3f}]"
+    )
+
+
+def _print_agreement(agreement: list) -> None:
+    click.echo(
+        "agreement of the two tests: Spearman rho of per-record recall gaps, and "
+        "the share of top-L records (gap ranking) both tests select"
+    )
+    click.echo(f"{'set':<11}{'k':>4}  {'Spearman':>18}  top-L overlap")
+    for entry in agreement:
+        if entry["spearman"] is None:
+            rho = "undefined"
+        else:
+            rho = f"{entry['spearman']:+.3f} (p={entry['spearman_p_value']:.1g})"
+        overlaps = ", ".join(
+            f"{item['fraction'] * 100:g}% (L={item['l']}): {item['overlap']:.2f}"
+            for item in entry["top_l_overlap"]
+        )
+        click.echo(f"{entry['set']:<11}{entry['k']:>4}  {rho:>18}  {overlaps}")
 
 
 def _parse_name_list(ctx, param, value):
