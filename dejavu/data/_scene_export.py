@@ -29,6 +29,13 @@ TAR_MTIME = 946_684_800
 JPEG_QUALITY = 95
 
 
+def encode_jpeg(image: Image.Image) -> bytes:
+    """Return ``image`` encoded as JPEG at the quality used for shards."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
 class ShardWriter:
     """Write records into numbered tar shards in a folder.
 
@@ -44,20 +51,21 @@ class ShardWriter:
         self._tar: tarfile.TarFile | None = None
         self._tmp: Path | None = None
 
-    def add(self, key: str, image: Image.Image, meta: dict) -> None:
-        """Append one record: the image as JPEG, the caption, and ``meta`` as JSON."""
+    def add(self, key: str, jpeg: bytes, size: tuple[int, int], meta: dict) -> None:
+        """Append one record: JPEG bytes, the caption, and ``meta`` as JSON.
+
+        ``size`` is the image's (width, height) in pixels.
+        """
         if self._tar is None:
             self._open()
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
         record = {
             "key": key,
             "status": "success",
-            "width": image.width,
-            "height": image.height,
+            "width": size[0],
+            "height": size[1],
             **{k: v for k, v in meta.items() if k not in ("id", "image")},
         }
-        self._member(f"{key}.jpg", buffer.getvalue())
+        self._member(f"{key}.jpg", jpeg)
         self._member(f"{key}.txt", meta["caption"].encode("utf-8"))
         self._member(f"{key}.json", json.dumps(record).encode("utf-8"))
         self._count += 1

@@ -102,8 +102,13 @@ class _SpriteCache:
             if item is not None:
                 self._items.move_to_end(key)
                 return item
-        sprite = _resize_sprite(master_sprites()[class_id], side, flip)
-        opaque = np.asarray(sprite.getchannel("A")) >= _OPAQUE_ALPHA
+        if flip:
+            sprite, opaque = self.get(class_id, side, False)
+            sprite = sprite.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            opaque = opaque[:, ::-1].copy()
+        else:
+            sprite = _resize_sprite(class_id, side)
+            opaque = np.asarray(sprite.getchannel("A")) >= _OPAQUE_ALPHA
         with self._lock:
             self._items[key] = (sprite, opaque)
             self._bytes += sprite.width * sprite.height * 5
@@ -113,16 +118,31 @@ class _SpriteCache:
         return sprite, opaque
 
 
-def _resize_sprite(master: Image.Image, side: int, flip: bool) -> Image.Image:
-    scale = side / max(master.size)
-    size = (max(1, round(master.width * scale)), max(1, round(master.height * scale)))
-    sprite = master.resize(size, Image.Resampling.LANCZOS)
-    if flip:
-        sprite = sprite.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+def _resize_sprite(class_id: int, side: int) -> Image.Image:
+    # Small sprites come from a 96 px copy of the master, because the cost of
+    # Lanczos resampling grows with the source size.
+    master = master_sprites()[class_id]
+    source = _small_sprites()[class_id] if side <= _SMALL_SIDE // 2 else master
+    scale = side / max(source.size)
+    size = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
+    sprite = source.resize(size, Image.Resampling.LANCZOS)
     # Resampling can leave fully transparent rows and columns at the edges; crop them
     # so that the sprite's extent is exactly the object's box.
     box = sprite.getchannel("A").getbbox()
     return sprite.crop(box) if box else sprite
+
+
+_SMALL_SIDE = 96
+
+
+@functools.lru_cache(maxsize=1)
+def _small_sprites() -> tuple[Image.Image, ...]:
+    small = []
+    for master in master_sprites():
+        scale = _SMALL_SIDE / max(master.size)
+        size = (round(master.width * scale), round(master.height * scale))
+        small.append(master.resize(size, Image.Resampling.LANCZOS))
+    return tuple(small)
 
 
 SPRITES = _SpriteCache()
@@ -273,62 +293,70 @@ def procedural_background(
         np.clip(np.asarray(c, dtype=np.float32) + rng.normal(0, 12, 3), 0, 255)
         for c in scene.palette
     )
+    rows, cols, t = _pixel_grid(size)
+
     # Sky/wall above a horizon, ground/floor below it, blended over a soft band.
     horizon = rng.uniform(0.3, 0.6)
     softness = rng.uniform(0.02, 0.15)
-    t = np.linspace(0.0, 1.0, size, dtype=np.float32)
     weight = np.clip((t - horizon) / softness + 0.5, 0.0, 1.0)[:, None, None]
     lighten = (0.9 + 0.2 * t)[:, None, None]  # skies lighten towards the horizon
-    image = top * (1.0 - weight) * lighten + bottom * weight
-    image = np.broadcast_to(image, (size, size, 3)).copy()
+    image = top * (1.0 - weight) * lighten + bottom * weight  # (size, 1, 3)
 
-    # Low-frequency noise: random values on a coarse grid, upsampled bilinearly.
+    # Low-frequency noise: values on a coarse grid, mostly brightness with a little
+    # colour, upsampled bilinearly.
     cells = int(rng.integers(3, 9))
-    # Mostly brightness, with a little colour.
-    coarse = rng.normal(0.0, rng.uniform(5, 16), (cells, cells, 1)) + rng.normal(
-        0.0, 3.0, (cells, cells, 3)
-    )
-    coarse = coarse.astype(np.float32)
-    image += _upsample(coarse, size)
+    coarse = rng.normal(0.0, rng.uniform(5, 16), (1, cells, cells))
+    coarse = (coarse + rng.normal(0.0, 3.0, (3, cells, cells))).astype(np.float32)
+    upsample = _bilinear_matrix(cells, size)  # (size, cells)
+    image = image + (upsample @ coarse @ upsample.T).transpose(1, 2, 0)
 
-    rows = np.arange(size)[:, None]
-    cols = np.arange(size)[None, :]
-    ground = weight[:, :, 0] > 0.5
+    ground = (weight[:, :, 0] > 0.5).astype(np.float32)  # (size, 1)
+    texture = None
     if scene.ground == "tiles":
         cell = max(2, int(size * rng.uniform(0.08, 0.2)))
-        checker = ((rows // cell + cols // cell) % 2).astype(np.float32)
-        image += (ground * (checker - 0.5) * rng.uniform(10, 30))[:, :, None]
+        checker = ((rows // cell + cols // cell) % 2).astype(np.float32) - 0.5
+        texture = checker * rng.uniform(10, 30)
     elif scene.ground == "stripes":
         period = max(2, int(size * rng.uniform(0.06, 0.15)))
-        stripes = ((rows // period) % 2).astype(np.float32) * np.ones_like(cols)
-        image += (ground * (stripes - 0.5) * rng.uniform(8, 24))[:, :, None]
-    elif scene.ground == "grain":
-        grain = rng.normal(0.0, rng.uniform(4, 12), (size, size)).astype(np.float32)
-        image += (ground * grain)[:, :, None]
-    image += rng.normal(0.0, 2.5, (size, size, 1)).astype(np.float32)
+        texture = (((rows // period) % 2).astype(np.float32) - 0.5) * rng.uniform(8, 24)
+    # Per-pixel grey noise: faint everywhere, stronger on grainy ground.
+    sigma = 2.5 + ground * (rng.uniform(4, 12) if scene.ground == "grain" else 0.0)
+    noise = rng.standard_normal((size, size), dtype=np.float32) * sigma
+    if texture is not None:
+        noise += ground * texture
+    image = image + noise[:, :, None]
     pixels = np.clip(image, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, "RGB").convert("RGBA")
 
 
-def _upsample(coarse: np.ndarray, size: int) -> np.ndarray:
-    # Bilinear interpolation of an (n, n, 3) grid to (size, size, 3) with NumPy only.
-    n = coarse.shape[0]
-    pos = np.linspace(0, n - 1, size, dtype=np.float32)
-    i0 = np.floor(pos).astype(int)
-    i1 = np.minimum(i0 + 1, n - 1)
-    f = (pos - i0)[:, None]
-    rows = coarse[i0] * (1 - f)[:, :, None] + coarse[i1] * f[:, :, None]  # (size, n, 3)
-    cols = rows[:, i0] * (1 - f.T)[:, :, None] + rows[:, i1] * f.T[:, :, None]
-    return cols
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Row and column indices, (size, 1) and (1, size), and row positions in [0, 1].
+    rows = np.arange(size)[:, None]
+    cols = np.arange(size)[None, :]
+    return rows, cols, np.linspace(0.0, 1.0, size, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_matrix(n: int, size: int) -> np.ndarray:
+    # (size, n) weights that interpolate n grid values linearly onto size pixels.
+    pos = np.linspace(0, n - 1, size)
+    low = np.minimum(np.floor(pos).astype(int), n - 2)
+    frac = pos - low
+    matrix = np.zeros((size, n), dtype=np.float32)
+    matrix[np.arange(size), low] = 1.0 - frac
+    matrix[np.arange(size), low + 1] = frac
+    return matrix
 
 
 @functools.lru_cache(maxsize=1)
-def _photos() -> tuple[np.ndarray, ...]:
+def _photos() -> tuple[tuple[Image.Image, bool], ...]:
+    # Each photograph with whether it is grey-scale.
     folder = resources.files("skimage") / "data"
     photos = []
     for name, _ in PHOTOS:
         with resources.as_file(folder / name) as path, Image.open(path) as image:
-            photos.append(np.asarray(image.convert("RGB")))
+            photos.append((image.convert("RGB"), image.mode in ("L", "I;16", "I")))
     return tuple(photos)
 
 
@@ -341,16 +369,18 @@ def photo_background(
     colour so that the background still hints at the scene type.
     """
     photos = _photos()
-    index = int(rng.integers(len(photos)))
-    photo = photos[index]
-    h, w = photo.shape[:2]
-    side = int(min(h, w) * rng.uniform(0.35, 0.9))
-    y = int(rng.integers(0, h - side + 1))
-    x = int(rng.integers(0, w - side + 1))
-    crop = Image.fromarray(photo[y : y + side, x : x + side])
-    crop = crop.resize((size, size), Image.Resampling.BILINEAR)
-    pixels = np.asarray(crop, dtype=np.float32)
-    if np.ptp(pixels.mean(axis=(0, 1))) < 1.0:  # grey-scale source
+    photo, grey = photos[int(rng.integers(len(photos)))]
+    side = int(min(photo.size) * rng.uniform(0.35, 0.9))
+    x = int(rng.integers(0, photo.width - side + 1))
+    y = int(rng.integers(0, photo.height - side + 1))
+    crop = photo.resize(
+        (size, size),
+        Image.Resampling.BILINEAR,
+        box=(x, y, x + side, y + side),
+        reducing_gap=2.0,
+    )
+    if grey:
         tint = np.asarray(scene.palette[1], dtype=np.float32) / 160.0
-        pixels = pixels * tint
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).convert("RGBA")
+        pixels = np.asarray(crop, dtype=np.float32) * tint
+        crop = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return crop.convert("RGBA")

@@ -22,7 +22,9 @@ import io
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 
 from dejavu._io import atomic_path, prepare_run_dir, write_json, write_text
 from dejavu.data._scene_caption import caption_scene
-from dejavu.data._scene_export import ShardWriter, write_yolo
+from dejavu.data._scene_export import ShardWriter, encode_jpeg, write_yolo
 from dejavu.data._scene_render import (
     MIN_OBJECT_PX,
     PHOTOS,
@@ -206,7 +208,10 @@ def _scene_probabilities(scene) -> np.ndarray:
     return weights / weights.sum()
 
 
-_PROBABILITIES = {name: _scene_probabilities(s) for name, s in SCENE_TYPES.items()}
+# Cumulative class probabilities per scene type, for inverse-CDF sampling.
+_CUMULATIVE = {
+    name: np.cumsum(_scene_probabilities(s)) for name, s in SCENE_TYPES.items()
+}
 
 
 def _sample_classes(scene, n_objects: int, rng: np.random.Generator) -> list[int]:
@@ -216,7 +221,7 @@ def _sample_classes(scene, n_objects: int, rng: np.random.Generator) -> list[int
     so counts ("two cows") occur. With two or more objects at least two classes are
     distinct, so a caption can always leave one class unmentioned.
     """
-    probabilities = _PROBABILITIES[scene.name]
+    cumulative = _CUMULATIVE[scene.name]
     typical = {CLASS_INDEX[label] for label in scene.weights}
     class_ids: list[int] = []
     for _ in range(n_objects):
@@ -224,10 +229,15 @@ def _sample_classes(scene, n_objects: int, rng: np.random.Generator) -> list[int
         if repeatable and rng.random() < 0.2:
             class_ids.append(repeatable[int(rng.integers(len(repeatable)))])
         else:
-            class_ids.append(int(rng.choice(len(VOCABULARY), p=probabilities)))
+            class_ids.append(_draw_class(cumulative, rng))
     while n_objects >= 2 and len(set(class_ids)) == 1:
-        class_ids[-1] = int(rng.choice(len(VOCABULARY), p=probabilities))
+        class_ids[-1] = _draw_class(cumulative, rng)
     return class_ids
+
+
+def _draw_class(cumulative: np.ndarray, rng: np.random.Generator) -> int:
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], "right"))
+    return min(index, len(cumulative) - 1)
 
 
 def _check_settings(size, objects_per_image, mention_fraction, scene_types):
@@ -415,23 +425,39 @@ def _write_split(
     image_dir.mkdir(parents=True, exist_ok=True)
     shards = ShardWriter(out / "webdataset" / split) if webdataset else None
     rows = []
+    # Encoding and writing run in threads (Pillow and file I/O release the GIL) while
+    # the next scenes are drawn; results are consumed in order, so files stay
+    # deterministic.
+    pending: deque = deque()
+
+    def finish_oldest() -> None:
+        record, png, jpeg = pending.popleft()
+        png.result()
+        if shards is not None:
+            shards.add(record["id"], jpeg.result(), (options.size,) * 2, record)
+
     try:
-        for i in tqdm(range(n), desc=f"{split} scenes", disable=not progress):
-            scene = _generate(split, i, options)
-            relative = f"{split}/images/{scene.id}.png"
-            _save_png(scene.image, out / relative)
-            record = {
-                "id": scene.id,
-                "image": relative,
-                "caption": scene.caption,
-                "objects": scene.objects,
-                "boxes": scene.boxes,
-                "mentioned": scene.mentioned,
-                "scene": scene.scene,
-            }
-            rows.append(record)
-            if shards is not None:
-                shards.add(scene.id, scene.image, record)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for i in tqdm(range(n), desc=f"{split} scenes", disable=not progress):
+                scene = _generate(split, i, options)
+                relative = f"{split}/images/{scene.id}.png"
+                record = {
+                    "id": scene.id,
+                    "image": relative,
+                    "caption": scene.caption,
+                    "objects": scene.objects,
+                    "boxes": scene.boxes,
+                    "mentioned": scene.mentioned,
+                    "scene": scene.scene,
+                }
+                rows.append(record)
+                png = pool.submit(_save_png, scene.image, out / relative)
+                jpeg = pool.submit(encode_jpeg, scene.image) if shards else None
+                pending.append((record, png, jpeg))
+                if len(pending) > 64:
+                    finish_oldest()
+            while pending:
+                finish_oldest()
     finally:
         if shards is not None:
             shards.close()
