@@ -37,6 +37,8 @@ RANKINGS = ("min_dist", "correct", "gap")
 _WORD_BITS = 64
 # Elements per block when a label matrix is expanded to a dense array (64 MB).
 _DENSE_BLOCK_ELEMENTS = 2**26
+# Bits per block when predicted labels are unpacked; small enough for the cache.
+_UNPACK_BLOCK_ELEMENTS = 2**23
 # Float64 elements per block of bootstrap count weights (64 MB).
 _WEIGHT_BLOCK_ELEMENTS = 2**23
 _MIN_RELIABLE_L = 10
@@ -235,7 +237,7 @@ def _top_m_labels(neighbours, public_labels, top_m):
 def _as_label_csr(matrix, name):
     """Return `matrix` as a canonical boolean CSR matrix (sorted, no duplicates)."""
     if sp.issparse(matrix):
-        matrix = sp.csr_matrix(matrix, copy=True)
+        matrix = matrix.tocsr()
     else:
         array = np.asarray(matrix)
         if array.ndim != 2:
@@ -243,6 +245,9 @@ def _as_label_csr(matrix, name):
                 f"{name} must be a 2-D label matrix, got shape {array.shape}."
             )
         matrix = sp.csr_matrix(array)
+    if matrix.dtype == bool and matrix.has_canonical_format and matrix.data.all():
+        return matrix
+    matrix = matrix.copy()
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
     matrix.data = np.ones(matrix.nnz, dtype=bool)
@@ -269,26 +274,42 @@ def _label_bits(labels):
 
 def _bits_to_csr(bits, n_labels):
     """Unpack (n_records, n_words) uint64 bitmasks into a boolean CSR matrix."""
-    n_records = bits.shape[0]
-    as_bytes = np.ascontiguousarray(bits.astype("<u8", copy=False)).view(np.uint8)
-    counts = np.zeros(n_records, dtype=np.int64)
+    n_records, n_words = bits.shape
+    # Unpack to a power-of-two row width, so the column of a flat position is a
+    # bitwise AND rather than an integer division. Padding bits are never set.
+    padded_words = 1 << (n_words - 1).bit_length()
+    padded = np.zeros((n_records, padded_words), dtype="<u8")
+    padded[:, :n_words] = bits
+    as_bytes = padded.view(np.uint8)
+    column_mask = padded_words * _WORD_BITS - 1
     indices = []
-    block = max(1, _DENSE_BLOCK_ELEMENTS // (8 * max(1, n_labels)))
+    block = max(1, _UNPACK_BLOCK_ELEMENTS // (padded_words * _WORD_BITS))
     for start in range(0, n_records, block):
-        stop = min(start + block, n_records)
         dense = np.unpackbits(
-            as_bytes[start:stop], axis=1, count=n_labels, bitorder="little"
+            as_bytes[start : start + block], axis=1, bitorder="little"
         ).view(bool)
-        flat = np.flatnonzero(dense)
-        counts[start:stop] = np.bincount(flat // n_labels, minlength=stop - start)
-        indices.append((flat % n_labels).astype(np.int32))
+        indices.append((np.flatnonzero(dense) & column_mask).astype(np.int32))
+    counts = np.zeros(n_records, dtype=np.int64)
+    for word in range(n_words):
+        counts += _popcount(bits[:, word])
     indptr = np.zeros(n_records + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     index_array = np.concatenate(indices) if indices else np.zeros(0, np.int32)
-    return sp.csr_matrix(
+    result = sp.csr_matrix(
         (np.ones(index_array.size, dtype=bool), index_array, indptr),
         shape=(n_records, n_labels),
     )
+    # Unpacking yields each row's columns in ascending order, once each.
+    result.has_canonical_format = True
+    return result
+
+
+def _popcount(words):
+    """Number of set bits of each uint64 in a 1-D array."""
+    if hasattr(np, "bitwise_count"):  # NumPy >= 2.0
+        return np.bitwise_count(words)
+    as_bytes = np.ascontiguousarray(words, dtype="<u8").view(np.uint8)
+    return np.unpackbits(as_bytes).reshape(-1, 64).sum(axis=1)
 
 
 # --------------------------------------------------------------------------------
@@ -536,7 +557,7 @@ def rank_records(
         raise ValueError(
             f"ids has shape {ids.shape} but min_dist has shape {min_dist.shape}."
         )
-    tiebreak = np.lexsort((ids, min_dist))
+    tiebreak = _order_by_min_dist_then_id(min_dist, ids)
     if ranking == "min_dist":
         return tiebreak.astype(np.int64)
     key = _ranking_key(ranking, correct_target, correct_reference, min_dist.size)
@@ -561,14 +582,38 @@ def _ranking_key(ranking, correct_target, correct_reference, n_records):
     return key
 
 
+def _order_by_min_dist_then_id(min_dist, ids):
+    """Indices sorted by `min_dist` ascending, then id, then position."""
+    order = np.argsort(min_dist)
+    sorted_dist = min_dist[order]
+    starts_group = np.ones(order.size, dtype=bool)
+    starts_group[1:] = sorted_dist[1:] != sorted_dist[:-1]
+    if starts_group.all():
+        return order.astype(np.int64)
+    # Sort ids only inside runs of equal min_dist, which are usually few; sorting
+    # a million string ids costs more than everything else in a ranking.
+    group = np.cumsum(starts_group)
+    in_tie = ~starts_group
+    in_tie[:-1] |= ~starts_group[1:]
+    tied = np.flatnonzero(in_tie)
+    members = order[tied]
+    within = np.lexsort((members, ids[members], group[tied]))
+    order[tied] = members[within]
+    return order.astype(np.int64)
+
+
 def _order_by_key(key, tiebreak):
     """Sort by `key` descending, then by position in the `tiebreak` order."""
-    n_records = key.size
-    position = np.empty(n_records, dtype=np.int64)
-    position[tiebreak] = np.arange(n_records)
-    # One int64 key with unique values, so an unstable (faster) sort is exact.
-    combined = (key.max(initial=0) - key) * n_records + position
-    return np.argsort(combined)
+    ordered_key = key[tiebreak]
+    if ordered_key.size == 0:
+        return tiebreak
+    # A stable sort of the keys taken in tiebreak order keeps that order among
+    # equal keys. Keys of correct-object counts span a few hundred values, and
+    # NumPy's stable sort of int16 is a linear-time radix sort.
+    ascending = ordered_key.max() - ordered_key
+    if ascending.max() < np.iinfo(np.int16).max:
+        ascending = ascending.astype(np.int16)
+    return tiebreak[np.argsort(ascending, kind="stable")]
 
 
 def top_l_size(n, fraction):
@@ -807,7 +852,7 @@ class _SetStatistics:
         }
 
         self.top_l = []
-        tiebreak = np.lexsort((scores.ids, scores.min_dist))
+        tiebreak = _order_by_min_dist_then_id(scores.min_dist, scores.ids)
         for ranking in rankings:
             if ranking == "min_dist":
                 order = tiebreak
