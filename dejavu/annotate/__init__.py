@@ -1,6 +1,6 @@
 """Object labels for record sets: from a labels file, a detector or the manifest.
 
-Every stage downstream of annotation sees the same thing: for each record id, the
+Every stage after annotation receives the same data: for each record id, the
 sorted list of distinct object labels in its image. :func:`resolve_labels` picks the
 source in a fixed order (a labels file written by ``dejavu annotate``, else a
 detector, else the manifest's ``objects`` column) and returns a

@@ -1,8 +1,8 @@
 """Ground-truth labels from COCO-format instance annotations (``instances_*.json``).
 
 A record matches a COCO image by id when every record id of the manifest is a COCO
-image id (as a string), and otherwise by file name: the last part of the record's
-image path (or WebDataset member) equals the last part of the COCO ``file_name``.
+image id (as a string). Otherwise records match by file name: the last part of the
+record's image path (or WebDataset member) equals the last part of ``file_name``.
 Boxes are converted from COCO's ``[x, y, width, height]`` to ``[x1, y1, x2, y2]``.
 """
 

@@ -9,10 +9,10 @@ Columns, one row per record:
 - ``boxes`` (list of [x1, y1, x2, y2] float): boxes in pixels of the image.
 - ``scores`` (list of float): confidence of each box (1.0 for annotations).
 
-The Parquet schema metadata key ``dejavu`` holds JSON with ``schema_version``,
+The Parquet schema metadata key ``dejavu`` contains JSON with ``schema_version``,
 ``vocabulary`` (sorted labels the source can produce), ``source`` (``detector`` or
 ``coco``), ``settings`` (detector weights path and SHA-256, conf, imgsz, classes,
-or the COCO file) , ``label_map`` and ``versions``.
+or the COCO file), ``label_map`` and ``versions``.
 """
 
 from __future__ import annotations

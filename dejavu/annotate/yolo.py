@@ -2,7 +2,7 @@
 
 ultralytics is imported only inside this module's functions, never at import time,
 because importing it replaces ``PIL.Image.open`` for the whole process and, unless
-told otherwise, probes the network. :func:`import_ultralytics` first points
+configured otherwise, probes the network. :func:`import_ultralytics` first points
 ``YOLO_CONFIG_DIR`` at a writable folder that holds the font ultralytics would
 otherwise download, and for local weights sets ``YOLO_OFFLINE=1`` and
 ``YOLO_AUTOINSTALL=0`` so that nothing is fetched or installed.
@@ -41,7 +41,7 @@ SCENE_DETECTOR = (
 
 @dataclass
 class Detections:
-    """What a detector found in one image.
+    """Detector output for one image.
 
     Attributes
     ----------
@@ -148,7 +148,7 @@ def locate_weights(weights: str | os.PathLike) -> tuple[str, bool]:
     ------
     ModelLoadError
         If a local file is missing, or a published name is not on disk while
-        offline. The message says where to put the file.
+        offline. The message names where to put the file.
     """
     text = str(weights)
     if text == SCENE_DETECTOR_NAME:
@@ -396,7 +396,7 @@ def train_detector(
     Parameters
     ----------
     data : path-like
-        A YOLO data set: its ``data.yaml``, or the folder that holds it (with
+        A YOLO data set: its ``data.yaml``, or the folder that contains it (with
         ``train`` and ``val`` parts).
     out : path-like
         Output folder. ultralytics writes its run under ``out/train``; the best
