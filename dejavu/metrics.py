@@ -590,8 +590,8 @@ def _order_by_min_dist_then_id(min_dist, ids):
     starts_group[1:] = sorted_dist[1:] != sorted_dist[:-1]
     if starts_group.all():
         return order.astype(np.int64)
-    # Sort ids only inside runs of equal min_dist, which are usually few; sorting
-    # a million string ids costs more than everything else in a ranking.
+    # Only records inside runs of equal min_dist need their ids compared, and
+    # those runs are usually short, so the slow sort of string ids stays small.
     group = np.cumsum(starts_group)
     in_tie = ~starts_group
     in_tie[:-1] |= ~starts_group[1:]
@@ -608,8 +608,8 @@ def _order_by_key(key, tiebreak):
     if ordered_key.size == 0:
         return tiebreak
     # A stable sort of the keys taken in tiebreak order keeps that order among
-    # equal keys. Keys of correct-object counts span a few hundred values, and
-    # NumPy's stable sort of int16 is a linear-time radix sort.
+    # equal keys. Counts of correct objects span few values, and NumPy's stable
+    # sort of 16-bit integers is a radix sort (numpy.sort documentation).
     ascending = ordered_key.max() - ordered_key
     if ascending.max() < np.iinfo(np.int16).max:
         ascending = ascending.astype(np.int16)

@@ -8,8 +8,8 @@ Conventions
   *queries*. Neighbours are row indices into the index, nearest first.
 - Search is exact (``faiss.IndexFlatIP``). FAISS only proposes candidates: their
   similarities are recomputed in float64 with a fixed summation order, and ties are
-  broken by the lower public index, so the result does not depend on the FAISS
-  build, the number of threads or the device.
+  broken by the lower public index, so the neighbours do not depend on how FAISS
+  rounds its float32 scores (which varies with the build, threads and device).
 - The search runs on every GPU that FAISS sees (``faiss.get_num_gpus() > 0``, the
   index sharded across them) and on the CPU otherwise.
 """
@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 
 # Norms further than this from 1 mean the caller forgot to normalise.
 _NORM_TOLERANCE = 1e-3
-# Largest k that FAISS's GPU flat index accepts (FAISS 1.7 to 1.15).
-_GPU_MAX_K = 2048
+# FAISS's GPU k-selection handles k up to GPU_MAX_SELECTION_K, which is 2048 or,
+# in some builds, 1024; larger candidate lists are searched on the CPU index.
+_GPU_MAX_K = 1024
 # Float64 elements per chunk of the exact re-scoring (32 MB).
 _RESCORE_ELEMENTS = 2**22
 
