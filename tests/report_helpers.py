@@ -207,8 +207,26 @@ def make_synthetic_run(
         }
     if one_model:
         summary["one_model"] = {
+            "test": "one-model",
+            "reference": {
+                "path": "all-MiniLM-L6-v2",
+                "sha256": None,
+                "size_bytes": None,
+                "architecture": "all-MiniLM-L6-v2",
+                "embed_dim": 384,
+                "kind": "text",
+            },
             "results": [r for r in results if r["set"] == "members"],
-            "agreement": {"spearman_recall_gap": 0.61, "same_verdict": True},
+            "agreement": [
+                {
+                    "k": k,
+                    "set": "members",
+                    "spearman": 0.61,
+                    "spearman_p_value": 0.004,
+                    "top_l_overlap": [{"fraction": 0.5, "l": 6, "overlap": 0.5}],
+                }
+                for k in k_grid
+            ],
         }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return folder

@@ -33,8 +33,6 @@ from dejavu.report import (
 )
 from dejavu.report.html import render_report
 
-DATA_URI = re.compile(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)")
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
@@ -345,7 +343,8 @@ def test_report_shows_one_model_results(tmp_path):
         tmp_path / "run", members=4, control=0, public=6, one_model=True
     )
     html = render_report(load_run(folder))
-    assert "spearman_recall_gap" in html
+    assert "Agreement between the two tests" in html
+    assert "all-MiniLM-L6-v2" in html
 
 
 def test_report_without_control_uses_holm(tmp_path):

@@ -23,7 +23,7 @@ from html import escape
 from importlib import resources
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import dejavu
 from dejavu.report import images
@@ -328,18 +328,63 @@ def _one_model_section(run: Run) -> str:
     if not extra:
         return ""
     results = run.results(one_model=True)
-    agreement = extra.get("agreement") if isinstance(extra, dict) else None
     parts = [
-        '<section id="one-model"><h2>One-model test (run alongside)</h2>',
+        '<section id="one-model"><h2>One-model test on the same records</h2>',
         f'<p class="warning">{escape(ONE_MODEL_WARNING)}</p>',
-        _results_table(results),
     ]
-    if agreement is not None:
+    encoder = extra.get("reference") if isinstance(extra, dict) else None
+    if isinstance(encoder, dict):
         parts.append(
-            "<h3>Agreement between the two tests</h3>" + _key_value_table(agreement)
+            "<p>Text-only reference: "
+            f"<code>{escape(_plain(encoder.get('architecture')))}</code> from "
+            f"<code>{escape(_plain(encoder.get('path')))}</code>.</p>"
         )
+    parts.append(_results_table(results))
+    if not results.empty:
+        parts.append(
+            _figure(
+                metrics_vs_k_figure(
+                    run, ("members", "control", "difference"), one_model=True
+                ),
+                "onemodel",
+                "PPG, PRG and AUCG of the one-model test against k.",
+            )
+        )
+    agreement = extra.get("agreement") if isinstance(extra, dict) else None
+    if agreement:
+        parts.append("<h3>Agreement between the two tests</h3>")
+        parts.append(_agreement_table(agreement))
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _agreement_table(agreement) -> str:
+    if not isinstance(agreement, list):
+        return _key_value_table(agreement)
+    rows = []
+    for entry in agreement:
+        if not isinstance(entry, dict):
+            continue
+        overlaps = "; ".join(
+            f"top {_plain(item.get('fraction'))} (L = {_plain(item.get('l'))}): "
+            f"{_plain(item.get('overlap'))}"
+            for item in entry.get("top_l_overlap") or []
+            if isinstance(item, dict)
+        )
+        rows.append(
+            f'<tr><td class="num">{escape(_plain(entry.get("k")))}</td>'
+            f"<td>{escape(_plain(entry.get('set')))}</td>"
+            f'<td class="num">{_number_text(entry.get("spearman"))}</td>'
+            f'<td class="num">{_p_text(entry.get("spearman_p_value"))}</td>'
+            f"<td>{escape(overlaps)}</td></tr>"
+        )
+    return (
+        "<p>Spearman correlation of the per-record recall gaps of the two tests, and "
+        "the share of the two-model test's top L records (gap ranking) that the "
+        "one-model test also ranks in its top L.</p>"
+        "<table><thead><tr><th>k</th><th>set</th><th>Spearman</th><th>p</th>"
+        f"<th>top-L overlap</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _plots_section(run: Run, k: int) -> str:
@@ -684,6 +729,10 @@ def _finite(value) -> bool:
         return value is not None and math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def _number_text(value) -> str:
+    return f"{float(value):.3f}" if _finite(value) else "—"
 
 
 def _signed(value) -> str:
