@@ -959,6 +959,12 @@ def _parse_word_list(ctx, param, value):
     help="Comma-separated outputs: manifest (always written), yolo (the detector "
     "split in YOLO layout), webdataset (tar shards of every split).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes that draw scenes in parallel (default: 2, or 1 on a "
+    "single-CPU machine).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a folder written otherwise.")
 @click.option("--quiet", is_flag=True, help="Hide progress bars.")
 def scenes(out, quiet: bool, **params) -> None:
