@@ -12,7 +12,7 @@ import logging
 import click
 
 import dejavu
-from dejavu.errors import DejavuError
+from dejavu.errors import DejavuError, InputError
 
 
 class _Group(click.Group):
@@ -75,7 +75,10 @@ def _apply_config(ctx: click.Context, params: dict, section: str) -> dict:
 
     from dejavu.config import read_config_section
 
-    values, relative_to_out = read_config_section(path, section, params.get("out"))
+    try:
+        values, relative_to_out = read_config_section(path, section, params.get("out"))
+    except InputError as err:
+        raise click.BadParameter(str(err), param_hint="--config") from err
     unknown = sorted(set(values) - set(params))
     if unknown:
         raise click.BadParameter(
@@ -83,6 +86,7 @@ def _apply_config(ctx: click.Context, params: dict, section: str) -> dict:
             f"see 'dejavu {section} --help'",
             param_hint="--config",
         )
+    options = {param.name: param for param in ctx.command.params}
     for name, value in values.items():
         from_command_line = (
             ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
@@ -90,7 +94,8 @@ def _apply_config(ctx: click.Context, params: dict, section: str) -> dict:
         # With paths relative to --out, the command line's --out is the base folder
         # and the config's `out` has already been resolved inside it.
         if not from_command_line or (name == "out" and relative_to_out):
-            params[name] = value
+            # The same conversion and checks as the command-line value gets.
+            params[name] = options[name].process_value(ctx, value)
     return params
 
 
@@ -1040,3 +1045,33 @@ def report(run_dirs, out, redact: str, gallery_size: int, quiet: bool) -> None:
         raise click.UsageError("comparing several runs needs --out FILE")
     path = compare_runs(run_dirs, out)
     click.echo(f"comparison of {len(run_dirs)} runs: {path}")
+
+
+@main.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder of the demo run; the report is OUT/audit/report.html.",
+)
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Demo settings, one section per stage (default: the packaged "
+    "demo.yaml; configs/demo.yaml is a copy to edit).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a folder written with other settings."
+)
+@click.option("--quiet", is_flag=True, help="Hide progress bars.")
+def demo(out, config, overwrite, quiet) -> None:
+    """Run the whole chain on generated scenes and write the report.
+
+    Generates scene data, trains a target and a reference CLIP on disjoint splits,
+    labels the images with the shipped scene detector, audits the pair with a
+    control set, and writes the report. A rerun skips the finished stages.
+    """
+    from dejavu.demo import run_demo
+
+    report = run_demo(out, config_path=config, overwrite=overwrite, progress=not quiet)
+    _print_audit_table(report.parent)
