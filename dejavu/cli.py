@@ -1075,3 +1075,104 @@ def demo(out, config, overwrite, quiet) -> None:
 
     report = run_demo(out, config_path=config, overwrite=overwrite, progress=not quiet)
     _print_audit_table(report.parent)
+
+
+@main.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder; validation.md and validation.json are written there.",
+)
+@click.option(
+    "--n-records",
+    type=click.IntRange(min=20),
+    default=500,
+    show_default=True,
+    help="Records per split (target, reference, "
+    "control, and the other records of the non-member case).",
+)
+@click.option(
+    "--n-public",
+    type=click.IntRange(min=10),
+    default=5000,
+    show_default=True,
+    help="Public images.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Training epochs of every model.",
+)
+@click.option(
+    "--text-mask-rate",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="Caption randomization rate of the text-randomization case.",
+)
+@click.option(
+    "--n-canaries",
+    type=click.IntRange(min=2),
+    default=20,
+    show_default=True,
+    help="Planted canary records.",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples of every interval.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the data, the training and the bootstrap.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a folder written with other settings."
+)
+@click.option("--quiet", is_flag=True, help="Hide progress bars.")
+def validate(
+    out,
+    n_records,
+    n_public,
+    epochs,
+    text_mask_rate,
+    n_canaries,
+    bootstrap,
+    seed,
+    device,
+    overwrite,
+    quiet,
+) -> None:
+    """Check on scenes that the audit finds planted memorization and no other.
+
+    Trains five tiny CLIPs (a target with planted canaries, a reference, a target on
+    other records, and a pair trained with text randomization), audits them, and
+    exits with status 1 when any expectation fails.
+    """
+    from dejavu.validate import ValidationSettings, format_checks, run_validation
+
+    settings = ValidationSettings(
+        n_records=n_records,
+        n_public=n_public,
+        epochs=epochs,
+        text_mask_rate=text_mask_rate,
+        n_canaries=n_canaries,
+        bootstrap=bootstrap,
+        seed=seed,
+        device=device,
+    )
+    checks = run_validation(out, settings, overwrite=overwrite, progress=not quiet)
+    click.echo(format_checks(checks))
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(checks)} checks failed")
+    click.echo(f"all {len(checks)} checks passed; details in {out}/validation.md")

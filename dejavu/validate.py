@@ -1,0 +1,361 @@
+"""The planted-memorization check: does the audit find memorization where it is?
+
+On generated scenes, where the truth is known, :func:`run_validation` trains the
+models of four cases and audits each one:
+
+1. **members**: a target trained for many epochs on the audited records, against a
+   reference trained on a disjoint set of the same size. Expected: member PRG at the
+   largest k with its interval above 0, and member-minus-control PRG above 0.
+2. **non-members**: a target trained on other records of the same distribution, so
+   the audited records are unseen by both models. Expected: |PPG| and |PRG| below
+   0.1 at every k of at least 5.
+3. **text randomization**: case 1 with captions randomized at rate ρ, against a
+   reference trained with the same ρ. Expected: member-minus-control PRG at most
+   half that of case 1.
+4. **canaries**: some target records, each with an unmentioned object that is rare
+   in the target set, are repeated in training. Expected: their recall gaps exceed
+   the other members' (one-sided Mann-Whitney test, p below 0.01).
+
+The case 1 target is trained with the canaries in its data, so cases 1 and 4 share
+one model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dejavu._io import atomic_path, prepare_run_dir, write_json, write_text
+from dejavu.demo import _Stages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationSettings:
+    """Sizes and recipe of the validity check; the defaults are the documented run."""
+
+    n_records: int = 500  # records per split: target, reference, control, other
+    n_public: int = 5000  # public images
+    epochs: int = 40  # passes over the training records, enough to memorize
+    batch_size: int = 64
+    model: str = "dejavu-tiny-vit"
+    text_mask_rate: float = 0.5  # rho of case 3
+    n_canaries: int = 20
+    canary_repeats: int = 5  # times each canary appears per epoch
+    k: tuple[int, ...] = (1, 5, 10)
+    bootstrap: int = 1000
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class Check:
+    """One expectation of the validity check and what was measured."""
+
+    case: str
+    expectation: str
+    measured: str
+    passed: bool
+
+
+def run_validation(
+    out: str | os.PathLike,
+    settings: ValidationSettings | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[Check]:
+    """Train and audit the four cases, then write ``validation.json`` and ``.md``.
+
+    Parameters
+    ----------
+    out : path-like
+        Run folder; stages finished by an earlier run with the same settings are
+        skipped.
+    settings : ValidationSettings, optional
+        Sizes and recipe; the defaults when omitted.
+    overwrite : bool, default=False
+        Replace a folder written with other settings.
+    progress : bool, default=True
+        Show progress bars.
+
+    Returns
+    -------
+    list of Check
+        One entry per expectation, in case order.
+    """
+    from dejavu.audit import AuditConfig, run_audit
+    from dejavu.data.scenes import write_scenes
+    from dejavu.train import train_clip
+
+    settings = settings or ValidationSettings()
+    recipe = asdict(settings)
+    out = prepare_run_dir(out, "validate", recipe, overwrite=overwrite)
+    stages = _Stages(out)
+    n, seed = settings.n_records, settings.seed
+
+    # Data: the four splits, and "other" records from a second seed.
+    def scenes():
+        write_scenes(
+            out / "scenes",
+            n_target=n,
+            n_reference=n,
+            n_control=n,
+            n_public=settings.n_public,
+            seed=seed,
+            formats=("manifest",),
+            overwrite=True,
+            progress=progress,
+        )
+        write_scenes(
+            out / "other",
+            n_target=n,
+            seed=seed + 1,
+            formats=("manifest",),
+            overwrite=True,
+            progress=progress,
+        )
+        plant_canaries(
+            out / "scenes" / "target.parquet",
+            out / "scenes" / "target_canaries.parquet",
+            n_canaries=settings.n_canaries,
+            repeats=settings.canary_repeats,
+            seed=seed,
+        )
+
+    stages.run("scenes", recipe, scenes)
+
+    # Models: (name, training manifest, text mask rate).
+    models = [
+        ("target", out / "scenes" / "target_canaries.parquet", 0.0),
+        ("reference", out / "scenes" / "reference.parquet", 0.0),
+        ("target_other", out / "other" / "target.parquet", 0.0),
+        (
+            "target_rho",
+            out / "scenes" / "target_canaries.parquet",
+            settings.text_mask_rate,
+        ),
+        (
+            "reference_rho",
+            out / "scenes" / "reference.parquet",
+            settings.text_mask_rate,
+        ),
+    ]
+    checkpoints = {}
+    for name, data, rate in models:
+        folder = out / "models" / name
+
+        def train(data=data, folder=folder, rate=rate):
+            train_clip(
+                data,
+                folder,
+                model=settings.model,
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                text_mask_rate=rate,
+                seed=seed,
+                device=settings.device,
+                progress=progress,
+            )
+
+        stages.run(f"train-{name}", recipe, train)
+        checkpoints[name] = folder / "checkpoints" / f"epoch_{settings.epochs}.pt"
+
+    # Audits: (case, target, reference).
+    audits = {
+        "members": ("target", "reference"),
+        "non_members": ("target_other", "reference"),
+        "text_randomization": ("target_rho", "reference_rho"),
+    }
+    runs = {}
+    for case, (target, reference) in audits.items():
+        run_dir = out / "audits" / case
+        config = AuditConfig(
+            target=str(checkpoints[target]),
+            reference=str(checkpoints[reference]),
+            target_set=str(out / "scenes" / "target_canaries.parquet"),
+            control_set=str(out / "scenes" / "control.parquet"),
+            public_set=str(out / "scenes" / "public.parquet"),
+            out=str(run_dir),
+            k=list(settings.k),
+            bootstrap=settings.bootstrap,
+            seed=seed,
+            device=settings.device,
+            progress=progress,
+            write_report=False,
+            overwrite=True,
+        )
+        stages.run(f"audit-{case}", recipe, lambda config=config: run_audit(config))
+        runs[case] = run_dir
+
+    canary_manifest = out / "scenes" / "target_canaries.parquet"
+    checks = evaluate_checks(runs, settings, canary_manifest)
+    _write_outputs(out, settings, checks, runs)
+    return checks
+
+
+def plant_canaries(
+    source: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    n_canaries: int,
+    repeats: int,
+    seed: int = 0,
+) -> list[str]:
+    """Mark records with a rare unmentioned object as canaries repeated in training.
+
+    Writes a copy of the manifest ``source`` to ``dest`` (Parquet) with absolute
+    image paths, a ``repeats`` column (``repeats`` for canaries, 1 otherwise) and a
+    boolean ``canary`` column.
+
+    Parameters
+    ----------
+    source, dest : path-like
+        Scene manifest to read, Parquet manifest to write.
+    n_canaries : int
+        Number of canaries.
+    repeats : int
+        Appearances of each canary per training epoch.
+    seed : int, default=0
+        Seed of the tie-breaking among equally rare candidates.
+
+    Returns
+    -------
+    list of str
+        Ids of the canaries.
+    """
+    source = Path(source)
+    frame = pd.read_parquet(source)
+    frequency = Counter(label for objects in frame["objects"] for label in set(objects))
+    # A record's rarity is that of its rarest object the caption does not name.
+    rarity = []
+    for objects, mentioned in zip(frame["objects"], frame["mentioned"]):
+        hidden = set(objects) - set(mentioned)
+        rarity.append(min((frequency[o] for o in hidden), default=np.inf))
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(frame)), np.asarray(rarity, dtype=float)))
+    canaries = [i for i in order if np.isfinite(rarity[i])][:n_canaries]
+
+    frame = frame.copy()
+    frame["image"] = [str((source.parent / p).resolve()) for p in frame["image"]]
+    frame["canary"] = False
+    frame.loc[canaries, "canary"] = True
+    frame["repeats"] = np.where(frame["canary"], repeats, 1)
+    with atomic_path(dest) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return frame.loc[canaries, "id"].tolist()
+
+
+def evaluate_checks(
+    runs: dict[str, Path], settings: ValidationSettings, canary_manifest: Path
+) -> list[Check]:
+    """Compare the audits of each case with its expectation."""
+    import json
+
+    from scipy.stats import mannwhitneyu
+
+    def entry(case, set_name, k):
+        summary = json.loads((runs[case] / "summary.json").read_text())
+        return next(
+            e for e in summary["results"] if e["set"] == set_name and e["k"] == k
+        )
+
+    k_max = max(settings.k)
+    checks = []
+
+    prg = entry("members", "members", k_max)["prg"]
+    checks.append(
+        Check(
+            "members",
+            f"member PRG at k={k_max} has its interval above 0",
+            _interval(prg),
+            prg["ci_low"] > 0,
+        )
+    )
+    difference = entry("members", "difference", k_max)["prg"]
+    checks.append(
+        Check(
+            "members",
+            f"member-minus-control PRG at k={k_max} above 0",
+            _interval(difference),
+            difference["value"] > 0,
+        )
+    )
+
+    for k in [k for k in settings.k if k >= 5]:
+        for metric in ("ppg", "prg"):
+            value = entry("non_members", "members", k)[metric]
+            checks.append(
+                Check(
+                    "non-members",
+                    f"|{metric.upper()}| at k={k} below 0.1",
+                    _interval(value),
+                    abs(value["value"]) < 0.1,
+                )
+            )
+
+    randomized = entry("text_randomization", "difference", k_max)["prg"]
+    checks.append(
+        Check(
+            "text randomization",
+            f"member-minus-control PRG at k={k_max} with rho={settings.text_mask_rate} "
+            f"at most half that of case 1 ({difference['value']:+.3f})",
+            _interval(randomized),
+            randomized["value"] <= 0.5 * difference["value"],
+        )
+    )
+
+    records = pd.read_parquet(runs["members"] / "records.parquet")
+    records = records[records["set"] == "members"]
+    planted = pd.read_parquet(canary_manifest, columns=["id", "canary"])
+    canaries = set(planted.loc[planted["canary"], "id"])
+    gap = records[f"target_k{k_max}_recall"] - records[f"reference_k{k_max}_recall"]
+    is_canary = records["id"].isin(canaries).to_numpy()
+    test = mannwhitneyu(gap[is_canary], gap[~is_canary], alternative="greater")
+    checks.append(
+        Check(
+            "canaries",
+            f"canaries' recall gaps at k={k_max} exceed other members' "
+            "(one-sided Mann-Whitney p < 0.01)",
+            f"p = {test.pvalue:.2g}; mean gap {gap[is_canary].mean():+.3f} "
+            f"({int(is_canary.sum())} canaries) vs {gap[~is_canary].mean():+.3f}",
+            bool(test.pvalue < 0.01),
+        )
+    )
+    return checks
+
+
+def _interval(value: dict) -> str:
+    return f"{value['value']:+.3f} [{value['ci_low']:+.3f}, {value['ci_high']:+.3f}]"
+
+
+def _write_outputs(out: Path, settings, checks: list[Check], runs) -> None:
+    write_json(
+        out / "validation.json",
+        {
+            "settings": asdict(settings),
+            "checks": [asdict(c) for c in checks],
+            "passed": all(c.passed for c in checks),
+            "runs": {case: str(path) for case, path in runs.items()},
+        },
+    )
+    write_text(out / "validation.md", format_checks(checks))
+
+
+def format_checks(checks: list[Check]) -> str:
+    """Return the checks as a Markdown table."""
+    lines = [
+        "| case | expectation | measured | result |",
+        "|---|---|---|---|",
+    ]
+    for c in checks:
+        result = "pass" if c.passed else "FAIL"
+        lines.append(f"| {c.case} | {c.expectation} | {c.measured} | {result} |")
+    return "\n".join(lines) + "\n"
