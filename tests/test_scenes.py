@@ -236,7 +236,7 @@ def test_boxes_are_not_empty(scene_dir):
 
 @pytest.mark.parametrize("side", [10, 23, 64])
 def test_sprite_box_is_tight(side):
-    # A box is its sprite's extent, so every edge row and column holds a pixel.
+    # A box is its sprite's extent, so every edge row and column contains a pixel.
     for class_id in range(0, len(CLASSES), 7):
         sprite, _ = SPRITES.get(class_id, side, False)
         alpha = np.asarray(sprite.getchannel("A")) > 0
@@ -347,6 +347,14 @@ def test_same_seed_gives_identical_bytes(scene_dir, tmp_path):
         progress=False,
     )
     assert _files(again) == _files(scene_dir)
+
+
+def test_parallel_workers_give_identical_bytes(tmp_path):
+    # 300 images: enough to start worker processes instead of drawing in-process.
+    settings = {"n_public": 300, "seed": 2, "progress": False}
+    write_scenes(tmp_path / "one", **settings, workers=1)
+    write_scenes(tmp_path / "two", **settings, workers=2)
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
 
 
 def test_different_seed_gives_different_images(scene_dir, tmp_path):
@@ -499,6 +507,7 @@ def test_unknown_scene_type_raises(tmp_path):
         ("backgrounds", "clouds", "background"),
         ("formats", ("manifest", "coco"), "unknown format"),
         ("n_target", -1, "n_target|target images"),
+        ("workers", 0, "workers"),
     ],
 )
 def test_invalid_setting_raises(tmp_path, option, value, message):

