@@ -109,7 +109,7 @@ class AuditConfig:
         keys = (
             "k mode rank top_l top_m bootstrap ci_level seed batch_size device "
             "skip_bad_records detector detector_options model target_model "
-            "reference_model"
+            "reference_model target_labels control_labels public_labels"
         ).split()
         settings = {key: getattr(self, key) for key in keys}
         settings["k"] = sorted({int(k) for k in self.k})
@@ -158,11 +158,6 @@ def run_audit(config: AuditConfig) -> Path:
             "test": test,
             "inputs": [config.target, config.reference, config.reference_text],
             "sets": [config.target_set, config.control_set, config.public_set],
-            "labels": [
-                config.target_labels,
-                config.control_labels,
-                config.public_labels,
-            ],
         },
         overwrite=config.overwrite,
     )
