@@ -30,7 +30,9 @@ def _write_csv(path, rows, header="id,image,caption,objects"):
 
 
 def test_read_manifest_csv_resolves_relative_images(tmp_path, images):
-    path = _write_csv(tmp_path / "m.csv", ["a,im0.png,a dog,dog", "b,im1.png,a cat,cat"])
+    path = _write_csv(
+        tmp_path / "m.csv", ["a,im0.png,a dog,dog", "b,im1.png,a cat,cat"]
+    )
     manifest = read_manifest(path)
     assert manifest.frame["image"].tolist() == [str(images[0]), str(images[1])]
 
