@@ -45,7 +45,9 @@ def main() -> None:
         help="Comma-separated formats, as for `dejavu scenes`.",
     )
     parser.add_argument(
-        "--workers", type=int, help="Worker processes (default: write_scenes')."
+        "--workers",
+        type=int,
+        help="Worker processes (default: 2, or 1 on a single-CPU machine).",
     )
     parser.add_argument(
         "--backgrounds", default="procedural", help="procedural, photo or mixed."
@@ -66,7 +68,7 @@ def main() -> None:
             backgrounds=args.backgrounds,
             formats=args.formats.split(","),
             progress=False,
-            workers=args.workers,
+            workers=args.workers,  # None: min(2, CPUs)
         )
         elapsed = time.perf_counter() - start
         cpu = _cpu_seconds() - cpu_start

@@ -303,7 +303,7 @@ def write_scenes(
     formats: Iterable[str] = ("manifest", "yolo"),
     overwrite: bool = False,
     progress: bool = True,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> dict[str, Path]:
     """Generate scene splits and write them, with manifests, to a folder.
 
@@ -347,10 +347,12 @@ def write_scenes(
         Replace the contents of a folder written by something else.
     progress : bool, default=True
         Show a progress bar per split.
-    workers : int, optional
-        Processes that draw scenes in parallel; default ``min(2, os.cpu_count())``.
+    workers : int or None, default=1
+        Processes that draw scenes in parallel; None means ``min(2, os.cpu_count())``.
         Splits of fewer than 256 images are drawn in this process. The output does
-        not depend on the number of workers.
+        not depend on the number of workers. Workers are spawned, so a script that
+        asks for more than one must guard its top level with
+        ``if __name__ == "__main__":``.
 
     Returns
     -------
