@@ -165,7 +165,8 @@ def predict_labels(neighbours, public_labels, k, *, top_m=None):
     # The union of label sets is a bitwise OR of their bitmasks: one gather and
     # one OR per neighbour column and 64-label word, with no sparse product.
     public_bits = _label_bits(public_labels)  # (n_public, n_words) uint64
-    columns = np.ascontiguousarray(neighbours[:, :k].T)  # (k, n_records)
+    index_dtype = np.int32 if n_public < 2**31 else np.int64
+    columns = neighbours[:, :k].T.astype(index_dtype, order="C")  # (k, n_records)
     union = np.empty((neighbours.shape[0], public_bits.shape[1]), dtype=np.uint64)
     for word in range(public_bits.shape[1]):
         word_bits = np.ascontiguousarray(public_bits[:, word])
@@ -278,8 +279,11 @@ def _bits_to_csr(bits, n_labels):
     # Unpack to a power-of-two row width, so the column of a flat position is a
     # bitwise AND rather than an integer division. Padding bits are never set.
     padded_words = 1 << (n_words - 1).bit_length()
-    padded = np.zeros((n_records, padded_words), dtype="<u8")
-    padded[:, :n_words] = bits
+    if padded_words == n_words:
+        padded = np.ascontiguousarray(bits, dtype="<u8")
+    else:
+        padded = np.zeros((n_records, padded_words), dtype="<u8")
+        padded[:, :n_words] = bits
     as_bytes = padded.view(np.uint8)
     column_mask = padded_words * _WORD_BITS - 1
     indices = []

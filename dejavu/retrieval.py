@@ -31,8 +31,8 @@ _NORM_TOLERANCE = 1e-3
 # FAISS's GPU k-selection handles k up to GPU_MAX_SELECTION_K, which is 2048 or,
 # in some builds, 1024; larger candidate lists are searched on the CPU index.
 _GPU_MAX_K = 1024
-# Float64 elements per chunk of the exact re-scoring (32 MB).
-_RESCORE_ELEMENTS = 2**22
+# Float64 elements per chunk of the exact re-scoring (8 MB).
+_RESCORE_ELEMENTS = 2**20
 
 
 def l2_normalize(x):
@@ -214,12 +214,16 @@ class _Searcher:
         similarities = np.empty((len(queries), k), dtype=np.float32)
         neighbours = np.empty((len(queries), k), dtype=np.int64)
         pending = np.arange(len(queries))
-        n_candidates = min(n_public, k + max(8, k // 4))
+        # A few candidates beyond k; queries whose near-ties reach past them are
+        # searched again with twice as many.
+        n_candidates = min(n_public, k + max(4, k // 8))
         while pending.size:
             faiss_scores, candidates = self._faiss_search(
                 queries[pending], n_candidates
             )
-            exact = self._rescore(queries[pending], candidates)  # (p, c) float64
+            exact = self._rescore_candidates(
+                queries[pending], faiss_scores, candidates, k
+            )
             # Sort each row by similarity descending, then index ascending.
             order = np.lexsort((candidates, -exact))
             exact = np.take_along_axis(exact, order, axis=1)
@@ -247,6 +251,22 @@ class _Searcher:
                 )
         return similarities, neighbours
 
+    def _rescore_candidates(self, queries, faiss_scores, candidates, k):
+        """Exact similarities of the candidates that can reach the top k.
+
+        A candidate after FAISS's k-th can only enter the top k when its FAISS
+        score is within twice the rounding error of the k-th one. Other
+        candidates get -inf, which sorts them after every rescored one.
+        """
+        exact = np.full(candidates.shape, -np.inf)  # (n, n_candidates) float64
+        exact[:, :k] = self._rescore(queries, candidates[:, :k])
+        if candidates.shape[1] > k:
+            threshold = faiss_scores[:, k - 1] - 2 * self.score_tolerance
+            near = faiss_scores[:, k] >= threshold
+            if near.any():
+                exact[near, k:] = self._rescore(queries[near], candidates[near, k:])
+        return exact
+
     def _rescore(self, queries, candidates):
         """Float64 inner products of each query with its candidate vectors."""
         n, n_candidates = candidates.shape
@@ -255,16 +275,20 @@ class _Searcher:
         chunk = max(1, _RESCORE_ELEMENTS // (n_candidates * dim))
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            # (dim, c, n_candidates): one contiguous slab per dimension.
-            slab = self.vectors[candidates[start:stop]].transpose(2, 0, 1)
-            slab = slab.astype(np.float64)
-            query_columns = queries[start:stop].T.astype(np.float64)  # (dim, c)
+            rows = stop - start
+            # (dim, rows, n_candidates): one contiguous slab per dimension.
+            slab = np.empty((dim, rows, n_candidates), dtype=np.float64)
+            slab[...] = self.vectors[candidates[start:stop]].transpose(2, 0, 1)
+            query_columns = np.empty((dim, rows, 1), dtype=np.float64)
+            query_columns[:, :, 0] = queries[start:stop].T
             # Element-wise accumulation over dimensions in a fixed order, so equal
             # vectors always get bit-identical scores (a BLAS or SIMD reduction
             # may sum in an order that depends on memory alignment).
-            total = np.zeros((stop - start, n_candidates), dtype=np.float64)
+            total = np.zeros((rows, n_candidates), dtype=np.float64)
+            product = np.empty_like(total)
             for d in range(dim):
-                total += query_columns[d][:, None] * slab[d]
+                np.multiply(query_columns[d], slab[d], out=product)
+                total += product
             scores[start:stop] = total
         return scores
 

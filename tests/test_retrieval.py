@@ -68,7 +68,7 @@ def test_search_ties_go_to_lower_index():
 
 
 def test_search_tie_group_larger_than_candidates():
-    # 60 identical public vectors: the first candidate list (k + 8) cannot hold
+    # 60 identical public vectors: the first candidate list (k + 4) cannot hold
     # the whole tie group.
     rng = np.random.default_rng(4)
     index = _random_unit(rng, 300, 8)
@@ -82,7 +82,7 @@ def test_search_exact_ties_that_faiss_rounds_apart():
     # Permutations of one vector have the same inner product with a constant
     # query. Their components lie within a factor of two, so the float64 sums are
     # exact ties, while FAISS's float32 sums round them apart by an ulp and its
-    # top 28 candidates miss some of the 20 lowest ids.
+    # top 24 candidates (the first candidate list) miss some of the 20 lowest ids.
     rng = np.random.default_rng(4)
     dim = 16
     base = rng.uniform(0.5, 1.0, dim).astype(np.float32)
@@ -94,7 +94,7 @@ def test_search_exact_ties_that_faiss_rounds_apart():
     query = np.full((1, dim), 1 / np.sqrt(dim), dtype=np.float32)
     flat = faiss.IndexFlatIP(dim)
     flat.add(index)
-    faiss_scores, faiss_ids = flat.search(query, 28)
+    faiss_scores, faiss_ids = flat.search(query, 24)
     assert np.unique(faiss_scores[0]).size > 1  # precondition: FAISS rounds apart
     assert not np.isin(tied[:20], faiss_ids[0]).all()  # precondition
     _, nbrs = search(query, index, 20)
