@@ -162,19 +162,83 @@ def predict_labels(neighbours, public_labels, k, *, top_m=None):
             raise ValueError(f"top_m must be a positive integer or None, got {top_m}.")
         return _top_m_labels(neighbours[:, :k], public_labels, int(top_m))
 
+    union = _union_bits(neighbours[:, :k], public_labels)
+    return _bits_to_csr(union, n_labels)
+
+
+def score_neighbours(neighbours, public_labels, truth, k):
+    """Compute precision, recall and correct objects straight from neighbours.
+
+    Equal to ``precision_recall(truth, predict_labels(neighbours, public_labels,
+    k))`` but works on bitmasks and never builds the predicted-label matrix,
+    which is most of the cost when the predicted labels are not needed.
+
+    Parameters
+    ----------
+    neighbours : array-like of int, shape (n_records, K)
+        Public-set row indices, nearest first, with ``K >= k``.
+    public_labels : sparse matrix or array-like, shape (n_public, n_labels)
+        Object labels of the public set.
+    truth : sparse matrix or array-like, shape (n_records, n_labels)
+        Ground-truth objects; every row must have at least one.
+    k : int
+        Number of nearest neighbours whose labels are predicted.
+
+    Returns
+    -------
+    precision, recall : ndarray of shape (n_records,), float64
+    correct : ndarray of shape (n_records,), int64
+        As returned by :func:`precision_recall`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`predict_labels` and :func:`precision_recall` raise.
+
+    Examples
+    --------
+    >>> vocabulary = ["cow", "dog", "sheep"]
+    >>> public = label_matrix([["cow"], ["dog", "sheep"]], vocabulary)
+    >>> truth = label_matrix([["cow", "dog"]], vocabulary)
+    >>> precision, recall, correct = score_neighbours([[0, 1]], public, truth, k=2)
+    >>> precision.round(3).tolist(), recall.tolist(), correct.tolist()
+    ([0.667], [1.0], [2])
+    """
+    public_labels = _as_label_csr(public_labels, "public_labels")
+    truth = _as_label_csr(truth, "truth")
+    neighbours = _check_neighbours(neighbours, k, public_labels.shape[0])
+    expected_shape = (neighbours.shape[0], public_labels.shape[1])
+    if truth.shape != expected_shape:
+        raise ValueError(
+            f"truth has shape {truth.shape}, expected {expected_shape} (one row per "
+            "row of neighbours, one column per label of public_labels)."
+        )
+    n_true = _check_truth_not_empty(truth)
+    union = _union_bits(neighbours[:, :k], public_labels)
+    truth_bits = _label_bits(truth)
+    correct = np.zeros(truth.shape[0], dtype=np.int64)
+    n_predicted = np.zeros(truth.shape[0], dtype=np.int64)
+    for word in range(union.shape[1]):
+        correct += _popcount(union[:, word] & truth_bits[:, word])
+        n_predicted += _popcount(union[:, word])
+    return _precision_recall_from_counts(correct, n_predicted, n_true)
+
+
+def _union_bits(neighbours, public_labels):
+    """Bitmask of the union of the public labels of each row of `neighbours`."""
     # The union of label sets is a bitwise OR of their bitmasks: one gather and
     # one OR per neighbour column and 64-label word, with no sparse product.
     public_bits = _label_bits(public_labels)  # (n_public, n_words) uint64
-    index_dtype = np.int32 if n_public < 2**31 else np.int64
-    columns = neighbours[:, :k].T.astype(index_dtype, order="C")  # (k, n_records)
+    index_dtype = np.int32 if public_labels.shape[0] < 2**31 else np.int64
+    columns = neighbours.T.astype(index_dtype, order="C")  # (k, n_records)
     union = np.empty((neighbours.shape[0], public_bits.shape[1]), dtype=np.uint64)
     for word in range(public_bits.shape[1]):
         word_bits = np.ascontiguousarray(public_bits[:, word])
         acc = word_bits[columns[0]]
-        for j in range(1, k):
+        for j in range(1, columns.shape[0]):
             acc |= word_bits[columns[j]]
         union[:, word] = acc
-    return _bits_to_csr(union, n_labels)
+    return union
 
 
 def _check_neighbours(neighbours, k, n_public):
@@ -362,6 +426,16 @@ def precision_recall(truth, predicted):
             f"truth has shape {truth.shape} but predicted has shape "
             f"{predicted.shape}; both must be (n_records, n_labels)."
         )
+    n_true = _check_truth_not_empty(truth)
+    n_predicted = np.diff(predicted.indptr)
+    both = truth.multiply(predicted).tocsr()
+    both.eliminate_zeros()
+    correct = np.diff(both.indptr).astype(np.int64)
+    return _precision_recall_from_counts(correct, n_predicted, n_true)
+
+
+def _check_truth_not_empty(truth):
+    """Return the number of ground-truth objects per row; raise if any is 0."""
     n_true = np.diff(truth.indptr)
     empty = np.flatnonzero(n_true == 0)
     if empty.size:
@@ -369,18 +443,17 @@ def precision_recall(truth, predicted):
             f"{empty.size} records have no ground-truth objects (first at row "
             f"{empty[0]}); exclude them before scoring."
         )
-    n_predicted = np.diff(predicted.indptr)
-    both = truth.multiply(predicted).tocsr()
-    both.eliminate_zeros()
-    correct = np.diff(both.indptr).astype(np.int64)
+    return n_true
+
+
+def _precision_recall_from_counts(correct, n_predicted, n_true):
     precision = np.divide(
         correct,
         n_predicted,
         out=np.zeros(len(correct), dtype=np.float64),
         where=n_predicted > 0,
     )
-    recall = correct / n_true
-    return precision, recall, correct
+    return precision, correct / n_true, correct
 
 
 def population_gap(a, b):

@@ -15,6 +15,7 @@ from dejavu.metrics import (
     precision_recall,
     predict_labels,
     rank_records,
+    score_neighbours,
     sign_test,
     summarize,
     survival_curve,
@@ -255,6 +256,40 @@ def test_precision_recall_matches_python():
     np.testing.assert_allclose(precision, expected[0], rtol=0, atol=1e-15)
     np.testing.assert_allclose(recall, expected[1], rtol=0, atol=1e-15)
     np.testing.assert_array_equal(correct, expected[2])
+
+
+@pytest.mark.parametrize("n_labels", [12, 150])
+def test_score_neighbours_matches_precision_recall(n_labels):
+    vocabulary, public_sets, truth_sets, neighbours = _random_problem(
+        31, n_labels=n_labels
+    )
+    public = label_matrix([list(s) for s in public_sets], vocabulary)
+    truth = label_matrix([list(s) for s in truth_sets], vocabulary)
+    fused = score_neighbours(neighbours, public, truth, 6)
+    expected = precision_recall(truth, predict_labels(neighbours, public, 6))
+    for got, want in zip(fused, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_score_neighbours_rejects_record_without_objects():
+    public = label_matrix([["dog"]], VOCAB)
+    truth = label_matrix([["dog"], []], VOCAB)
+    with pytest.raises(ValueError, match="1 records have no ground-truth"):
+        score_neighbours(np.zeros((2, 1), dtype=int), public, truth, 1)
+
+
+def test_score_neighbours_rejects_truth_shape_mismatch():
+    public = label_matrix([["dog"]], VOCAB)
+    truth = label_matrix([["dog"]], VOCAB)
+    with pytest.raises(ValueError, match="one row per row of neighbours"):
+        score_neighbours(np.zeros((2, 1), dtype=int), public, truth, 1)
+
+
+def test_score_neighbours_rejects_k_beyond_neighbours():
+    public = label_matrix([["dog"]], VOCAB)
+    truth = label_matrix([["dog"]], VOCAB)
+    with pytest.raises(ValueError, match="k = 2 exceeds the K = 1"):
+        score_neighbours(np.zeros((1, 1), dtype=int), public, truth, 2)
 
 
 # ---------------------------------------------------------------- population gaps
