@@ -502,12 +502,12 @@ def _gallery_section(
         if isinstance(record, pd.DataFrame):
             record = record.iloc[0]
         cards.append(_record_card(record, gap_row, k, redact, public, cache))
-    shown = min(k, NEIGHBOURS_SHOWN)
+    neighbours_shown = min(k, NEIGHBOURS_SHOWN)
     intro = (
         f"<p>The {len(ranked)} member records with the largest recall gap at k = {k}, "
         "largest first. Each object of the training image is marked by which model "
         f"recovered it from the caption among its {k} nearest public images; the "
-        f"{shown} nearest of those are shown per model.</p>"
+        f"{neighbours_shown} nearest of those are shown per model.</p>"
     )
     if redact == "blur":
         intro += "<p>Training images are blurred so they cannot be recognised.</p>"
@@ -527,14 +527,14 @@ def _gallery_section(
     )
 
 
-def _record_card(record, gap_row, k, redact, public, cache) -> str:
-    objects = [str(label) for label in _as_list(record.get("objects"))]
+def _object_marks(record, k: int) -> dict[str, str]:
+    """Map each ground-truth object of a record to the models that recovered it."""
     target_predicted = set(map(str, _as_list(record.get(f"target_k{k}_predicted"))))
     reference_predicted = set(
         map(str, _as_list(record.get(f"reference_k{k}_predicted")))
     )
     marks = {}
-    for label in objects:
+    for label in map(str, _as_list(record.get("objects"))):
         in_target = label in target_predicted
         in_reference = label in reference_predicted
         if in_target and in_reference:
@@ -545,6 +545,11 @@ def _record_card(record, gap_row, k, redact, public, cache) -> str:
             marks[label] = "reference-only"
         else:
             marks[label] = "neither"
+    return marks
+
+
+def _record_card(record, gap_row, k, redact, public, cache) -> str:
+    marks = _object_marks(record, k)
     header = (
         f"<h3>#{int(gap_row['rank'])} <code>{escape(str(gap_row['id']))}</code></h3>"
         f"<p>recall gap {_signed(gap_row['recall_gap'])} (target "
@@ -554,26 +559,8 @@ def _record_card(record, gap_row, k, redact, public, cache) -> str:
         f"{int(gap_row['reference_correct'])}.</p>"
     )
     if redact == "ids":
-        counts = {css: 0 for css in OBJECT_MARKS}
-        for mark in marks.values():
-            counts[mark] += 1
-        summary = "; ".join(
-            f"{counts[css]} {text}" for css, text in OBJECT_MARKS.items()
-        )
-        neighbour_ids = "".join(
-            f"<p><strong>{model}</strong> nearest public ids: "
-            + ", ".join(
-                f"<code>{escape(n)}</code>"
-                for n in _neighbours(record, model)[:NEIGHBOURS_SHOWN]
-            )
-            + "</p>"
-            for model in ("target", "reference")
-        )
-        return (
-            f'<article class="record ids-only"><div>{header}'
-            f"<p>{len(objects)} objects in the image: {escape(summary)}.</p>"
-            f"{neighbour_ids}</div></article>"
-        )
+        return _ids_only_card(record, header, marks)
+
     image = _training_image(record, redact, cache)
     caption = escape(str(record.get("caption") or ""))
     items = "".join(
@@ -593,6 +580,28 @@ def _record_card(record, gap_row, k, redact, public, cache) -> str:
         f'<div>{header}<ul class="objects">{items}</ul>'
         f'<div class="models">{neighbour_blocks}</div></div>'
         "</article>"
+    )
+
+
+def _ids_only_card(record, header: str, marks: dict[str, str]) -> str:
+    # Counts per mark, never the labels: the labels describe the training image.
+    counts = {css: 0 for css in OBJECT_MARKS}
+    for mark in marks.values():
+        counts[mark] += 1
+    summary = "; ".join(f"{counts[css]} {text}" for css, text in OBJECT_MARKS.items())
+    neighbour_ids = "".join(
+        f"<p><strong>{model}</strong> nearest public ids: "
+        + ", ".join(
+            f"<code>{escape(public_id)}</code>"
+            for public_id in _neighbours(record, model)[:NEIGHBOURS_SHOWN]
+        )
+        + "</p>"
+        for model in ("target", "reference")
+    )
+    return (
+        f'<article class="record ids-only"><div>{header}'
+        f"<p>{len(marks)} objects in the image: {escape(summary)}.</p>"
+        f"{neighbour_ids}</div></article>"
     )
 
 
