@@ -349,6 +349,7 @@ def _bits_to_csr(bits, n_labels):
         padded = np.zeros((n_records, padded_words), dtype="<u8")
         padded[:, :n_words] = bits
     as_bytes = padded.view(np.uint8)
+
     column_mask = padded_words * _WORD_BITS - 1
     indices = []
     block = max(1, _UNPACK_BLOCK_ELEMENTS // (padded_words * _WORD_BITS))
@@ -357,6 +358,7 @@ def _bits_to_csr(bits, n_labels):
             as_bytes[start : start + block], axis=1, bitorder="little"
         ).view(bool)
         indices.append((np.flatnonzero(dense) & column_mask).astype(np.int32))
+
     counts = np.zeros(n_records, dtype=np.int64)
     for word in range(n_words):
         counts += _popcount(bits[:, word])

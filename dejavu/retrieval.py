@@ -6,10 +6,10 @@ Conventions
   so the inner product is the cosine similarity. :func:`l2_normalize` makes them so.
 - The public set is the *index*; captions (or public captions in t2t mode) are the
   *queries*. Neighbours are row indices into the index, nearest first.
-- Search is exact (``faiss.IndexFlatIP``). FAISS only proposes candidates: their
-  similarities are recomputed in float64 with a fixed summation order, and ties are
-  broken by the lower public index, so the neighbours do not depend on how FAISS
-  rounds its float32 scores (which varies with the build, threads and device).
+- Search is exact (``faiss.IndexFlatIP``). FAISS only proposes candidates, whose
+  similarities are recomputed in float64 with a fixed summation order. Ties go to
+  the lower public index. The neighbours therefore do not depend on how FAISS rounds
+  its float32 scores, which varies with the build, the threads and the device.
 - The search runs on every GPU that FAISS sees (``faiss.get_num_gpus() > 0``, the
   index sharded across them) and on the CPU otherwise.
 """
@@ -84,7 +84,7 @@ def search(queries, index, k, *, batch_size=65536, device="auto", progress=False
     batch_size : int, default=65536
         Queries searched at once; memory grows linearly with it.
     device : {"auto", "cpu", "gpu"}, default="auto"
-        ``"auto"`` uses every GPU FAISS sees and the CPU when it sees none.
+        ``"auto"`` uses every GPU that ``faiss.get_num_gpus()`` counts, else the CPU.
     progress : bool, default=False
         Show a progress bar over query batches.
 
@@ -230,8 +230,8 @@ class _Searcher:
             candidates = np.take_along_axis(candidates, order, axis=1)
 
             # A public item outside the candidates scores at most the last FAISS
-            # score plus FAISS's rounding error; if that is below the exact k-th
-            # similarity, nothing outside can enter or tie the top k.
+            # score plus FAISS's rounding error. When that bound is below the exact
+            # k-th similarity, no item outside can enter or tie the top k.
             if n_candidates == n_public:
                 done = np.ones(pending.size, dtype=bool)
             else:

@@ -81,8 +81,8 @@ def test_search_tie_group_larger_than_candidates():
 def test_search_exact_ties_that_faiss_rounds_apart():
     # Permutations of one vector have the same inner product with a constant
     # query. Their components lie within a factor of two, so the float64 sums are
-    # exact ties, while FAISS's float32 sums round them apart by an ulp and its
-    # top 24 candidates (the first candidate list) miss some of the 20 lowest ids.
+    # exact ties. FAISS's float32 sums round them apart by an ulp, and its top 24
+    # (the first candidate list) miss some of the 20 lowest ids.
     rng = np.random.default_rng(4)
     dim = 16
     base = rng.uniform(0.5, 1.0, dim).astype(np.float32)
