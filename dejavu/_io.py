@@ -13,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from dejavu.errors import OutputDirError
+
+log = logging.getLogger(__name__)
 
 STAMP_NAME = ".dejavu-run.json"
 _CHUNK = 1 << 20
@@ -182,3 +185,38 @@ def _empty_dir(path: Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+class StageRecords:
+    """Completion records of the stages of a multi-stage run.
+
+    ``run(name, settings, work)`` calls ``work`` unless ``FOLDER/.stages/NAME.json``
+    records that the stage finished with equal settings, and writes that record
+    when it does finish. A stage that was interrupted has no record and runs again,
+    resuming from whatever caches or checkpoints it keeps itself.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder) / ".stages"
+
+    def done(self, name: str, settings: Mapping[str, Any]) -> bool:
+        """Return whether stage ``name`` finished with these settings."""
+        try:
+            record = json.loads((self.folder / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return record.get("settings_hash") == stable_hash(settings)
+
+    def run(
+        self, name: str, settings: Mapping[str, Any], work: Callable[[], object]
+    ) -> bool:
+        """Run stage ``name`` unless it is done; return whether it ran."""
+        if self.done(name, settings):
+            log.info("%s: finished in an earlier run, skipped", name)
+            return False
+        log.info("%s: running", name)
+        work()
+        write_json(
+            self.folder / f"{name}.json", {"settings_hash": stable_hash(settings)}
+        )
+        return True

@@ -6,8 +6,8 @@ shipped scene detector, audits the pair with a control set, and writes the repor
 Settings come from a YAML file with one section per stage (the packaged
 ``demo.yaml`` by default, copied to ``configs/demo.yaml`` for editing).
 
-Each stage records its settings in ``OUT/.stages/STAGE.json`` when it finishes, and
-is skipped on a rerun whose settings match, so a second run only checks those
+Each stage records its settings when it finishes (:class:`dejavu._io.StageRecords`)
+and is skipped on a rerun whose settings match, so a second run only checks those
 records. A stage interrupted half way resumes from its own cache or checkpoints.
 """
 
@@ -16,13 +16,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from dejavu._io import prepare_run_dir, stable_hash, write_json
+from dejavu._io import StageRecords, prepare_run_dir
 from dejavu.config import PATH_OPTIONS, resolve_path
 from dejavu.errors import InputError
 
@@ -110,7 +109,7 @@ def run_demo(
     """
     config = load_demo_config(config_path)
     out = prepare_run_dir(out, "demo", config, overwrite=overwrite)
-    stages = _Stages(out)
+    stages = StageRecords(out)
 
     scenes = config["scenes"]
     stages.run("scenes", scenes, lambda: _make_scenes(out, scenes, progress))
@@ -131,32 +130,6 @@ def run_demo(
     report = config["report"]
     stages.run("report", report, lambda: _report(run_dir, report))
     return run_dir / "report.html"
-
-
-class _Stages:
-    """Completion records of the demo's stages."""
-
-    def __init__(self, out: Path):
-        self.folder = out / ".stages"
-
-    def run(self, name: str, settings: dict, work: Callable[[], object]) -> None:
-        record = self.folder / f"{name}.json"
-        key = stable_hash(settings)
-        if record.exists() and _read_key(record) == key:
-            log.info("%s: done in an earlier run, skipped", name)
-            return
-        log.info("%s: running", name)
-        work()
-        write_json(record, {"settings_hash": key})
-
-
-def _read_key(record: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads(record.read_text())["settings_hash"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def _make_scenes(out: Path, settings: dict, progress: bool) -> None:

@@ -31,8 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dejavu._io import atomic_path, prepare_run_dir, write_json, write_text
-from dejavu.demo import _Stages
+from dejavu._io import (
+    StageRecords,
+    atomic_path,
+    prepare_run_dir,
+    write_json,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +103,7 @@ def run_validation(
     settings = settings or ValidationSettings()
     recipe = asdict(settings)
     out = prepare_run_dir(out, "validate", recipe, overwrite=overwrite)
-    stages = _Stages(out)
+    stages = StageRecords(out)
     n, seed = settings.n_records, settings.seed
 
     # Data: the four splits, and "other" records from a second seed.

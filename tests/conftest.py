@@ -4,12 +4,11 @@ The session fixture :func:`scene_models` generates a small scene data set and tr
 one target and one reference tiny ViT CLIP on disjoint splits. It is built once per
 test session (a few minutes on 2 CPU cores) and reused by every end-to-end test.
 Set ``DEJAVU_FIXTURE_DIR`` to a folder to keep it between sessions while developing;
-a folder whose stamp does not match the fixture settings is rebuilt.
+stages finished with other settings are rebuilt.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass
@@ -54,39 +53,44 @@ class SceneModels:
 
 
 def _build_scene_models(root: Path) -> SceneModels:
+    from dejavu._io import StageRecords
     from dejavu.data.scenes import write_scenes
     from dejavu.train import train_clip
 
     s = FIXTURE_SETTINGS
-    stamp = root / "fixture.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == s:
-        return _scene_models_at(root)
+    stages = StageRecords(root)
 
-    paths = write_scenes(
-        root / "scenes",
-        n_target=s["n_target"],
-        n_reference=s["n_reference"],
-        n_control=s["n_control"],
-        n_public=s["n_public"],
-        seed=s["seed"],
-        size=s["size"],
-        formats=("manifest",),
-        overwrite=True,
-        progress=False,
-    )
-    for name, split in (("target", "target"), ("reference", "reference")):
-        train_clip(
-            paths[split],
-            root / name,
-            model=s["model"],
-            epochs=s["epochs"],
-            batch_size=s["batch_size"],
+    def scenes():
+        write_scenes(
+            root / "scenes",
+            n_target=s["n_target"],
+            n_reference=s["n_reference"],
+            n_control=s["n_control"],
+            n_public=s["n_public"],
             seed=s["seed"],
-            device="cpu",
+            size=s["size"],
+            formats=("manifest",),
             overwrite=True,
             progress=False,
         )
-    stamp.write_text(json.dumps(s))
+
+    stages.run("scenes", s, scenes)
+    for name in ("target", "reference"):
+
+        def train(name=name):
+            # An interrupted run resumes from its last checkpoint.
+            train_clip(
+                root / "scenes" / f"{name}.parquet",
+                root / name,
+                model=s["model"],
+                epochs=s["epochs"],
+                batch_size=s["batch_size"],
+                seed=s["seed"],
+                device="cpu",
+                progress=False,
+            )
+
+        stages.run(f"train-{name}", s, train)
     return _scene_models_at(root)
 
 
