@@ -22,9 +22,7 @@ def sets(tmp_path):
     for i in range(6):
         Image.new("RGB", (16, 16), (40 * i, 20, 20)).save(tmp_path / f"im{i}.png")
     (tmp_path / "target.csv").write_text(
-        "id,image,caption,objects\n"
-        "t0,im0.png,a dog,dog|cat\n"
-        "t1,im1.png,a cat,cat\n",
+        "id,image,caption,objects\nt0,im0.png,a dog,dog|cat\nt1,im1.png,a cat,cat\n",
         encoding="utf-8",
     )
     (tmp_path / "public.csv").write_text(
