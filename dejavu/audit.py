@@ -290,9 +290,9 @@ def _read_sets(config: AuditConfig, test: str) -> dict[str, Manifest]:
 
 
 def _public_caption_message(err: InputError, config: AuditConfig) -> str:
-    """Explain why the public set needs captions and how to run without them."""
+    """Explain reason the public set needs captions and how to run without them."""
     if config.reference_text is not None:
-        why = (
+        reason = (
             "the one-model test (--reference-text) indexes the public captions with "
             "its text-only encoder"
         )
@@ -301,9 +301,9 @@ def _public_caption_message(err: InputError, config: AuditConfig) -> str:
             "the two-model test with --reference and --mode t2i"
         )
     else:
-        why = "--mode t2t searches the public captions"
+        reason = "--mode t2t searches the public captions"
         fix = "add a caption to every public record, or use --mode t2i"
-    return f"{err}. The public set needs captions because {why}; {fix}"
+    return f"{err}. The public set needs captions because {reason}; {fix}"
 
 
 def _check_disjoint(sets: dict[str, Manifest]) -> None:
