@@ -290,7 +290,7 @@ def _read_sets(config: AuditConfig, test: str) -> dict[str, Manifest]:
 
 
 def _public_caption_message(err: InputError, config: AuditConfig) -> str:
-    """Explain reason the public set needs captions and how to run without them."""
+    """Explain why the public set needs captions and how to run without them."""
     if config.reference_text is not None:
         reason = (
             "the one-model test (--reference-text) indexes the public captions with "
