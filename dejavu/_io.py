@@ -152,7 +152,9 @@ def prepare_run_dir(
     stamp = {"command": command, "settings_hash": stable_hash(settings)}
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"output path {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()):
+    # A folder holding only a stamp is what a run that failed on its inputs leaves
+    # behind; it has no results to protect, so a corrected rerun may take it.
+    if path.is_dir() and any(child.name != STAMP_NAME for child in path.iterdir()):
         previous = _read_stamp(path)
         same = previous is not None and all(
             previous.get(key) == value for key, value in stamp.items()

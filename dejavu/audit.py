@@ -638,6 +638,13 @@ def _score_set(
     has_objects = np.array([len(v) > 0 for v in truth_lists])
     keep = np.flatnonzero(has_objects)
     n_excluded = int((~has_objects).sum())
+    if not len(keep):
+        kind = "target" if set_name == "members" else "control"
+        raise InputError(
+            f"no record of the {kind} set {manifest.path} has objects; give "
+            f"ground-truth labels in its objects column, with --{kind}-labels, or with "
+            "--detector"
+        )
     ids = np.array(manifest.ids, dtype=object)[keep]
     truth = metrics.label_matrix([truth_lists[i] for i in keep], vocabulary)
     public_ids = np.array(public.ids, dtype=object)

@@ -94,8 +94,16 @@ def _apply_config(ctx: click.Context, params: dict, section: str) -> dict:
         # With paths relative to --out, the command line's --out is the base folder
         # and the config's `out` has already been resolved inside it.
         if not from_command_line or (name == "out" and relative_to_out):
-            # The same conversion and checks as the command-line value gets.
-            params[name] = options[name].process_value(ctx, value)
+            option = options[name]
+            # A YAML list of a comma-separated option (k: [1, 5]) becomes the
+            # string the command line would give, so that it gets the same checks.
+            if isinstance(value, list | tuple) and option.nargs == 1:
+                value = ",".join(str(item) for item in value)
+            try:
+                params[name] = option.process_value(ctx, value)
+            except click.BadParameter as err:
+                err.param_hint = f"'{name}' in config {path}"
+                raise
     return params
 
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from dejavu._io import sha256_file
-from dejavu.errors import ModelLoadError
+from dejavu.errors import InputError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -364,11 +364,24 @@ def _quiet_random_init_warning() -> Iterator[None]:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Return CUDA for ``"auto"`` when it is available, else CPU.
 
-    Any other value is passed to :class:`torch.device` unchanged.
+    Any other value is passed to :class:`torch.device`. Raises
+    :class:`~dejavu.errors.InputError` for a name torch does not know, or for CUDA
+    on a machine without it.
     """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise InputError(
+            f"device {str(device)!r} is invalid; use auto, cpu, cuda or cuda:N"
+        ) from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"device {str(device)!r} requested but CUDA is not available; "
+            "use --device cpu or auto"
+        )
+    return resolved
 
 
 def _unit_rows(features: torch.Tensor) -> np.ndarray:

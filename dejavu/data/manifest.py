@@ -230,7 +230,7 @@ def _read_parquet(path: Path) -> list[dict]:
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[dict]]:
     rows, bad = [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         n = 0
         for line in f:
             if not line.strip():
@@ -252,7 +252,7 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[list[dict], list[dict]]
     import csv
 
     rows, bad = [], []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
