@@ -667,6 +667,12 @@ def train_detector(
     help="Processes decoding images (0: the training process).",
 )
 @click.option(
+    "--threads",
+    type=int,
+    help="CPU threads for torch while training (default: one per core); 1 can "
+    "be much faster on a machine shared with other jobs.",
+)
+@click.option(
     "--skip-bad-records",
     is_flag=True,
     help="Leave out records with missing or undecodable images.",

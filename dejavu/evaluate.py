@@ -5,9 +5,9 @@ single-label task scored by top-1 accuracy. Otherwise the ``objects`` column (a 
 of labels per record) makes a multi-label task scored by mean average precision (mAP)
 over the classes. The classes are the distinct labels of the manifest.
 
-- **Zero-shot**: each class is embedded as the mean of its text embeddings under
-  several prompt templates ("a photo of a {}."), renormalised; an image's score for a
-  class is the cosine similarity of the two embeddings. Scored on every record.
+- **Zero-shot**: each class is embedded as the renormalised mean of its text
+  embeddings under several prompt templates ("a photo of a {}."). An image's score
+  for a class is the cosine similarity of the two embeddings. Scored on every record.
 - **Linear probe**: logistic regression (scikit-learn) on the frozen, standardised
   image embeddings, trained on a seeded 80 % of the records and scored on the other
   20 % (one binary classifier per class for multi-label).
@@ -233,7 +233,7 @@ def _mean_average_precision(targets: np.ndarray, scores: np.ndarray) -> dict:
     from sklearn.metrics import average_precision_score
 
     positives = targets.sum(axis=0)
-    # Average precision is undefined without positives and says nothing without
+    # Average precision is undefined without positives and is always 1 without
     # negatives, so such classes are left out of the mean and of chance alike.
     scored = np.flatnonzero((positives > 0) & (positives < len(targets)))
     if scored.size == 0:

@@ -34,7 +34,7 @@ def check_mask_settings(rate: float, mode: str) -> None:
         )
     if mode not in MODES:
         raise InputError(
-            f"text mask mode {mode!r} is unknown; use one of {', '.join(MODES)}"
+            f"text mask mode {mode!r} is invalid; use one of {', '.join(MODES)}"
         )
 
 

@@ -1,12 +1,16 @@
 """Contrastive training of CLIP models, with text randomization.
 
 :func:`train_clip` trains an open_clip architecture on a manifest of image-caption
-records the way open_clip's own trainer does: the symmetric contrastive loss
-(``open_clip.ClipLoss``), AdamW without weight decay on gains, biases and the logit
-scale, a cosine learning-rate schedule with linear warmup counted in optimizer steps,
-and the logit scale clamped to ln(100) after every step. Images are decoded a batch at
-a time and augmented with the model's training transform. Each caption can be
-randomized every time it is loaded (:class:`dejavu.textaug.TextRandomizer`).
+records the way open_clip's own trainer does:
+
+- the symmetric contrastive loss (``open_clip.ClipLoss``);
+- AdamW, without weight decay on gains, biases and the logit scale;
+- a cosine learning-rate schedule with linear warmup, counted in optimizer steps;
+- the logit scale clamped to ln(100) after every step.
+
+Images are decoded a batch at a time and augmented with the model's training
+transform. Each caption can be randomized every time it is loaded
+(:class:`dejavu.textaug.TextRandomizer`).
 
 The output folder holds::
 
@@ -109,6 +113,7 @@ def train_clip(
     save_every: int | None = None,
     resume: str | os.PathLike | None = None,
     workers: int = 0,
+    threads: int | None = None,
     skip_bad_records: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -162,6 +167,10 @@ def train_clip(
         ``out`` when the folder was written with the same settings.
     workers : int, default=0
         Worker processes that decode images. 0 decodes in the training process.
+    threads : int, optional
+        CPU threads for torch while training (``torch.set_num_threads``), restored
+        afterwards. Default: torch's setting, one per core. On a machine shared
+        with other jobs, 1 can be several times faster (see docs/benchmarks.md).
     skip_bad_records : bool, default=False
         Leave out records with missing or undecodable images instead of raising.
     overwrite : bool, default=False
@@ -184,7 +193,9 @@ def train_clip(
     OutputDirError
         If ``out`` cannot be used or written.
     """
-    _check_numbers(epochs, batch_size, lr, warmup, weight_decay, accum_freq, save_every)
+    _check_numbers(
+        epochs, batch_size, lr, warmup, weight_decay, accum_freq, save_every, threads
+    )
     check_mask_settings(text_mask_rate, text_mask_mode)
     randomizer = TextRandomizer(text_mask_rate, text_mask_mode)
     torch_device = resolve_device(device)
@@ -228,7 +239,7 @@ def train_clip(
     scaler = _make_scaler(torch_device)
 
     # The explicit checkpoint is read before the output folder is prepared, because
-    # preparing may empty the folder that holds it.
+    # preparing may empty the folder that contains it.
     start = None
     if resume is not None:
         start = _load_checkpoint(Path(resume), created)
@@ -246,7 +257,7 @@ def train_clip(
     if start_epoch == epochs:
         final = ckpt_dir / f"epoch_{epochs}.pt"
         if final.exists():
-            log.info("%s already holds the final checkpoint %s", out, final)
+            log.info("%s already contains the final checkpoint %s", out, final)
             return final
 
     metadata = {
@@ -273,6 +284,7 @@ def train_clip(
 
     with (
         _deterministic(torch_device),
+        _cpu_threads(threads),
         _progress_bar(
             progress, schedule.total_steps, start_epoch * steps_per_epoch
         ) as bar,
@@ -325,7 +337,9 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def _check_numbers(epochs, batch_size, lr, warmup, weight_decay, accum_freq, every):
+def _check_numbers(
+    epochs, batch_size, lr, warmup, weight_decay, accum_freq, every, threads
+):
     positive = {"epochs": epochs, "batch size": batch_size, "accum-freq": accum_freq}
     for name, value in positive.items():
         if not isinstance(value, int) or value < 1:
@@ -336,6 +350,8 @@ def _check_numbers(epochs, batch_size, lr, warmup, weight_decay, accum_freq, eve
         raise InputError(f"learning rate must be positive, got {lr!r}")
     if not isinstance(warmup, int) or warmup < 0:
         raise InputError(f"warmup must be a number of steps >= 0, got {warmup!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be an integer of at least 1, got {threads!r}")
     if not weight_decay >= 0:
         raise InputError(f"weight decay must be >= 0, got {weight_decay!r}")
 
@@ -415,6 +431,8 @@ def _make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float):
     )
 
 
+# NOTE: the CUDA branches (autocast, loss scaling, CUDA generator states) have not
+# been run by the tests, which train on the CPU only.
 def _use_bfloat16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
@@ -436,6 +454,19 @@ def _autocast(device: torch.device):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if _use_bfloat16(device) else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None):
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
@@ -573,7 +604,7 @@ def _accumulated_backward(context, model, clip_loss, pending) -> float:
     As in open_clip's trainer: the features of every batch are first computed without
     gradients. Then each batch is run again with gradients, its fresh features are
     put in place of its cached ones, and the loss over the whole pooled batch is
-    backpropagated, so each batch sees all the others as negatives.
+    backpropagated, so the other batches serve as negatives for each one.
     """
     with torch.no_grad(), _autocast(context.device):
         cached = [_features(model, images, texts)[:2] for images, texts in pending]
@@ -672,20 +703,23 @@ def _load_checkpoint(path: Path, created) -> dict:
             f"cannot read resume checkpoint {path}: {err}; give a checkpoint written "
             "by dejavu train or open_clip's trainer"
         ) from err
-    if not isinstance(checkpoint, dict) or not {"epoch", "state_dict"} <= set(
-        checkpoint
-    ):
+
+    required = {"epoch", "state_dict"}
+    if not isinstance(checkpoint, dict) or not required <= checkpoint.keys():
         raise ModelLoadError(
             f"resume checkpoint {path} has no 'epoch' and 'state_dict'; give a "
             "training checkpoint (epoch_E.pt), not a bare state dict"
         )
+
     config = checkpoint.get("model_config")
     if config is not None and config != created.model_config:
         raise ModelLoadError(
-            f"resume checkpoint {path} holds a {checkpoint.get('model_name')!r} model "
+            f"resume checkpoint {path} is a {checkpoint.get('model_name')!r} model "
             f"whose config differs from {created.model_name!r}; resume with the model "
             "it was trained as"
         )
+
+    # open_clip's trainer checkpoints carry no config, so compare tensor shapes.
     state = {
         key.removeprefix("module."): value
         for key, value in checkpoint["state_dict"].items()
@@ -704,6 +738,7 @@ def _load_checkpoint(path: Path, created) -> dict:
             f"{len(mismatched)} parameters differ (e.g. {sorted(mismatched)[0]}); "
             "resume with the model it was trained as"
         )
+
     checkpoint["state_dict"] = state
     checkpoint["path"] = str(path)
     return checkpoint

@@ -75,6 +75,7 @@ def trained(tmp_path_factory) -> Path:
         batch_size=16,
         warmup=4,
         device="cpu",
+        threads=1,
         progress=False,
     )
 

@@ -74,6 +74,9 @@ def _train(data, out, **kwargs):
         "batch_size": 16,
         "warmup": 2,
         "device": "cpu",
+        # One thread is much faster than two when other jobs share the cores, and
+        # barely slower on idle ones for a model this small.
+        "threads": 1,
         "progress": False,
     }
     settings.update(kwargs)
@@ -260,11 +263,12 @@ def test_train_rerun_after_finish_trains_nothing(shapes, one_epoch):
 
 def test_train_accum_freq_matches_large_batch(shapes, one_epoch, tmp_path):
     # Pooling two batches of 8 into one contrastive batch gives the gradient of one
-    # batch of 16, so the AdamW steps land on (nearly) the same weights.
+    # batch of 16, up to float rounding. AdamW's two steps move weights by up to
+    # 1.5e-3 (learning rates 5e-4 and 1e-3), so 1e-4 is well below a wrong gradient.
     pooled = _train(shapes, tmp_path / "run", epochs=1, batch_size=8, accum_freq=2)
     large, pooled = _weights(one_epoch), _weights(pooled)
     differences = [float((large[k] - pooled[k]).abs().max()) for k in large]
-    assert max(differences) < 1e-5
+    assert max(differences) < 1e-4
 
 
 def test_train_repeats_column_repeats_records(tmp_path):
@@ -355,6 +359,12 @@ def test_train_rejects_resume_state_dict_of_other_shape(shapes, tmp_path):
     with pytest.raises(ModelLoadError, match="does not fit"):
         _train(shapes, tmp_path / "run", resume=path)
     assert _no_checkpoint(tmp_path / "run")
+
+
+def test_train_restores_thread_count(shapes, one_epoch):
+    before = torch.get_num_threads()
+    _train(shapes, one_epoch.parent.parent, epochs=1, threads=before + 1)
+    assert torch.get_num_threads() == before
 
 
 def test_train_rejects_folder_with_other_settings(shapes, one_epoch):
