@@ -5,6 +5,8 @@ Every case fails (or passes) before any model is trained, on tiny files made her
 
 from __future__ import annotations
 
+import os
+
 import open_clip
 import pytest
 import torch
@@ -126,3 +128,12 @@ def test_audit_device_cuda_missing_is_clean(sets):
     args = [*_audit_args(sets), "--device", "cuda"]
     result = CliRunner().invoke(main, args)
     assert "CUDA is not available" in result.output
+
+
+@pytest.mark.parametrize("folder_name", ["report.html", "comparison.html"])
+def test_report_html_path_trailing_separator(tmp_path, folder_name):
+    from dejavu.report.write import _html_path
+
+    out = f"{tmp_path / 'share'}{os.sep}"
+    path = _html_path(out, default=None, folder_name=folder_name)
+    assert path == tmp_path / "share" / folder_name

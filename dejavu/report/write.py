@@ -251,10 +251,10 @@ def _html_path(out, *, default: Path | None, folder_name: str = "report.html") -
         if default is None:
             raise InputError("an output file is required; pass --out FILE")
         return default
-    out = Path(out)
-    if out.is_dir() or str(out).endswith(os.sep):
-        return out / folder_name
-    return out
+    # Test the text for a trailing separator first, because Path() drops it.
+    if os.fspath(out).endswith(os.sep) or Path(out).is_dir():
+        return Path(out) / folder_name
+    return Path(out)
 
 
 def _set_label(record_set: str) -> str:
