@@ -788,14 +788,17 @@ def _notes(
     if test == "one-model":
         notes.append(
             "One-model test: the reference is a text-only encoder over the public "
-            "captions. This estimate tends to run higher than the two-model test."
+            "captions. Its estimate tends to run higher than the two-model test's "
+            "(Kokhlikyan et al., 2025), though a strong text encoder can also pull "
+            "it below; with a control set, trust the member-minus-control gap."
         )
     if with_one_model:
         notes.append(
             "Both tests ran: `results` holds the two-model test and `one_model` the "
             "one-model test, whose reference is a text-only encoder over the public "
             "captions. The one-model estimate tends to run higher than the two-model "
-            "one."
+            "one (Kokhlikyan et al., 2025), though a strong text encoder can also "
+            "pull it below."
         )
     if target.info["embed_dim"] != reference.info["embed_dim"]:
         notes.append(
