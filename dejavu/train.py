@@ -28,8 +28,9 @@ so that ``torch.load(..., weights_only=True)`` reads every part.
 Randomness: the model is initialised from ``torch.manual_seed(seed)``. The order of
 the samples and the caption masks of epoch ``e`` come from a NumPy generator seeded
 with ``(seed, e)``. Augmentation draws from torch's global generator, whose state is
-saved in every checkpoint and restored on resume. On the CPU a resumed run therefore
-ends with exactly the weights of an uninterrupted one.
+saved in every checkpoint and restored on resume. On the CPU, with the same number of
+torch threads, a resumed run therefore ends with exactly the weights of an
+uninterrupted one.
 """
 
 from __future__ import annotations
