@@ -236,6 +236,18 @@ def test_annotate_no_network_in_process(weights, manifest_csv, tmp_path, no_netw
     assert len(result.frame) == len(manifest)
 
 
+def test_import_ultralytics_keeps_pil_errors(tmp_path):
+    from PIL import Image, UnidentifiedImageError
+
+    from dejavu.annotate.yolo import import_ultralytics
+
+    import_ultralytics()
+    path = tmp_path / "not-an-image.png"
+    path.write_bytes(b"plain text, not an image")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(path)
+
+
 def test_missing_weights_raise_with_location(manifest_csv, tmp_path):
     out = tmp_path / "labels.parquet"
     result = CliRunner().invoke(

@@ -3,9 +3,10 @@
 ultralytics is imported only inside this module's functions, never at import time,
 because importing it replaces ``PIL.Image.open`` for the whole process and, unless
 configured otherwise, probes the network. :func:`import_ultralytics` first points
-``YOLO_CONFIG_DIR`` at a writable folder that holds the font ultralytics would
+``YOLO_CONFIG_DIR`` at a writable folder that contains the font ultralytics would
 otherwise download, and for local weights sets ``YOLO_OFFLINE=1`` and
-``YOLO_AUTOINSTALL=0`` so that nothing is fetched or installed.
+``YOLO_AUTOINSTALL=0`` so that nothing is fetched or installed. After the import it
+puts Pillow's own ``Image.open`` back.
 
 Loading ``.pt`` weights unpickles them fully (ultralytics does not use
 ``weights_only``): load only weights you trust.
@@ -128,7 +129,24 @@ def import_ultralytics(*, offline: bool = True):
         from ultralytics.utils import events
 
         events.events.enabled = False
+    _restore_pil_open()
     return ultralytics
+
+
+def _restore_pil_open() -> None:
+    # ultralytics (8.4) replaces PIL.Image.open with a wrapper that, on a file Pillow
+    # cannot identify, tries to install and load a HEIF plugin. That turns the
+    # UnidentifiedImageError that bad-record handling relies on into a
+    # ModuleNotFoundError (or a pip install when online), so put Pillow's own back.
+    from PIL import Image
+
+    try:
+        from ultralytics.utils import patches
+    except ImportError:
+        return
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is getattr(patches, "image_open", None):
+        Image.open = original
 
 
 def _is_offline() -> bool:
