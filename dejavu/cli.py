@@ -477,14 +477,14 @@ def annotate(
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
-    default=60,
+    default=40,
     show_default=True,
     help="Training epochs.",
 )
 @click.option(
     "--imgsz",
     type=click.IntRange(min=32),
-    default=128,
+    default=64,
     show_default=True,
     help="Training and validation image size in pixels.",
 )
@@ -520,9 +520,10 @@ def annotate(
 @click.option(
     "--mosaic",
     type=click.FloatRange(0, 1),
-    default=1.0,
+    default=0.0,
     show_default=True,
-    help="Probability of mosaic augmentation (four images tiled into one).",
+    help="Probability of mosaic augmentation (four images tiled into one, which "
+    "halves object sizes; ultralytics' own default is 1.0).",
 )
 @click.option(
     "--cache-images",
@@ -548,7 +549,7 @@ def train_detector(
 
     \b
     dejavu train-detector --data scenes/yolo --model yolo11n.yaml \\
-                          --epochs 60 --imgsz 128 --out runs/detector
+                          --epochs 40 --imgsz 64 --out runs/detector
     """
     from pathlib import Path
 

@@ -396,8 +396,8 @@ def train_detector(
     out: str | os.PathLike,
     *,
     model: str = "yolo11n.yaml",
-    epochs: int = 60,
-    imgsz: int = 128,
+    epochs: int = 40,
+    imgsz: int = 64,
     batch_size: int = 32,
     device: str | None = None,
     seed: int = 0,
@@ -405,7 +405,7 @@ def train_detector(
     optimizer: str = "SGD",
     lr0: float = 0.01,
     patience: int = 100,
-    mosaic: float = 1.0,
+    mosaic: float = 0.0,
     cache_images: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -427,9 +427,9 @@ def train_detector(
         than ultralytics' default ``"auto"``.
     device : str, optional
         ``"cpu"``, ``"0"`` and so on; default: ultralytics' choice.
-    mosaic : float, default=1.0
-        Probability of ultralytics' mosaic augmentation, which tiles four images
-        into one and so halves object sizes.
+    mosaic : float, default=0.0
+        Probability of ultralytics' mosaic augmentation (its own default is 1.0),
+        which tiles four images into one and so halves object sizes.
     cache_images : bool, default=False
         Keep decoded training images in memory.
     extra : dict, optional
