@@ -820,6 +820,20 @@ def _meta_shapes(config: Mapping[str, Any]) -> dict[str, tuple] | None:
 # Pretrained names
 
 
+def _load_hub_text_encoder(factory, name: str, device: str):
+    """Load a sentence-transformers hub name, from the cache first.
+
+    Offline, an uncached name fails at once with a clear message instead of the
+    hub client's retries.
+    """
+    try:
+        return factory(name, device=device, local_files_only=True)
+    except Exception:  # not cached; the hub client raises several error types
+        if not _network_available():
+            raise ModelLoadError(_offline_message(name)) from None
+    return factory(name, device=device)
+
+
 def _network_available(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
         return False
@@ -1065,7 +1079,7 @@ def load_text_encoder(
                 str(path), device=str(device), local_files_only=True
             )
         else:
-            model = SentenceTransformer(text, device=str(device))
+            model = _load_hub_text_encoder(SentenceTransformer, text, str(device))
     except ModelLoadError:
         raise
     except Exception as err:  # sentence-transformers and hub errors vary widely
