@@ -43,11 +43,11 @@ def scenes(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def weights(scenes, tmp_path_factory) -> Path:
+def trained(scenes, tmp_path_factory) -> dict:
     from dejavu.annotate.yolo import train_detector
 
     out = tmp_path_factory.mktemp("annotate-detector")
-    result = train_detector(
+    return train_detector(
         scenes / "yolo",
         out,
         model="yolo11n.yaml",
@@ -56,7 +56,11 @@ def weights(scenes, tmp_path_factory) -> Path:
         batch_size=8,
         device="cpu",
     )
-    return Path(result["weights"])
+
+
+@pytest.fixture(scope="module")
+def weights(trained) -> Path:
+    return Path(trained["weights"])
 
 
 def _write_manifest(path: Path, frame: pd.DataFrame) -> Path:
@@ -81,8 +85,10 @@ def manifest_csv(scenes, tmp_path) -> Path:
 OPTIONS = {"conf": 1e-5, "batch_size": 4}
 
 
-def test_train_detector_writes_weights_and_map(weights):
-    assert weights.is_file()
+def test_train_detector_writes_weights_and_map(trained):
+    assert Path(trained["weights"]).is_file()
+    assert 0.0 <= trained["map50"] <= 1.0
+    assert 0.0 <= trained["map50_95"] <= trained["map50"]
 
 
 def test_annotate_cli_writes_labels_file(weights, manifest_csv, tmp_path):
