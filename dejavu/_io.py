@@ -227,7 +227,10 @@ class StageRecords:
             return False
         log.info("%s: running", name)
         work()
-        write_json(
-            self.folder / f"{name}.json", {"settings_hash": stable_hash(settings)}
-        )
+        self.mark(name, settings)
         return True
+
+    def mark(self, name: str, settings: Mapping[str, Any]) -> None:
+        """Record that stage ``name`` finished with these settings."""
+        record = {"settings_hash": stable_hash(settings)}
+        write_json(self.folder / f"{name}.json", record)

@@ -115,10 +115,7 @@ def run_demo(
     stages.run("scenes", scenes, lambda: _make_scenes(out, scenes, progress))
 
     train = config["train"]
-    for role in ("target", "reference"):
-        stages.run(
-            f"train-{role}", train, lambda role=role: _train(out, role, train, progress)
-        )
+    stages.run("train", train, lambda: _train(out, train))
 
     annotate = config["annotate"]
     stages.run("annotate", annotate, lambda: _annotate(out, annotate, progress))
@@ -144,16 +141,16 @@ def _make_scenes(out: Path, settings: dict, progress: bool) -> None:
     )
 
 
-def _train(out: Path, role: str, settings: dict, progress: bool) -> None:
-    from dejavu.train import train_clip
+def _train(out: Path, settings: dict) -> None:
+    from dejavu.train import train_clips
 
-    # A rerun with the same settings resumes from the last checkpoint.
-    train_clip(
-        out / "scenes" / f"{role}.parquet",
-        out / role,
-        **settings,
-        progress=progress,
-    )
+    # Target and reference train at once, one CPU thread each; a rerun with the
+    # same settings resumes each from its last checkpoint.
+    runs = [
+        {"data": out / "scenes" / f"{role}.parquet", "out": out / role, **settings}
+        for role in ("target", "reference")
+    ]
+    train_clips(runs, jobs=2)
 
 
 def _annotate(out: Path, settings: dict, progress: bool) -> None:

@@ -42,7 +42,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -781,3 +781,40 @@ def _read_log(path: Path, up_to_epoch: int) -> list[dict]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line]
     return [row for row in rows if row.get("epoch", 0) <= up_to_epoch]
+
+
+def train_clips(runs: Sequence[Mapping[str, Any]], *, jobs: int = 2) -> list[Path]:
+    """Train several CLIP models, ``jobs`` at a time, each on one CPU thread.
+
+    On a CPU machine this is much faster than training them one after another with
+    torch's default threads: two threads per process stall each other whenever
+    the machine is busy, while one thread per process does not. Results are the
+    same as training each run alone with ``threads=1``.
+
+    Parameters
+    ----------
+    runs : sequence of mapping
+        Keyword arguments of :func:`train_clip` for each model, including ``data``
+        and ``out``. ``threads`` is set to 1 and ``progress`` to False.
+    jobs : int, default=2
+        Models trained at once, in separate processes.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The final checkpoint of each run, in order.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    runs = [{**run, "threads": 1, "progress": False} for run in runs]
+    if jobs <= 1 or len(runs) <= 1:
+        return [train_clip(**run) for run in runs]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_train_clip_kwargs, run) for run in runs]
+        return [future.result() for future in futures]
+
+
+def _train_clip_kwargs(run: Mapping[str, Any]) -> Path:
+    return train_clip(**run)

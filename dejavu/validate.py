@@ -58,6 +58,7 @@ class ValidationSettings:
     bootstrap: int = 1000
     seed: int = 0
     device: str = "auto"
+    jobs: int = 2  # models trained at once, one CPU thread each
 
 
 @dataclass
@@ -98,10 +99,11 @@ def run_validation(
     """
     from dejavu.audit import AuditConfig, run_audit
     from dejavu.data.scenes import write_scenes
-    from dejavu.train import train_clip
+    from dejavu.train import train_clips
 
     settings = settings or ValidationSettings()
-    recipe = asdict(settings)
+    # Everything that changes results; `jobs` changes only the speed.
+    recipe = {key: v for key, v in asdict(settings).items() if key != "jobs"}
     out = prepare_run_dir(out, "validate", recipe, overwrite=overwrite)
     stages = StageRecords(out)
     n, seed = settings.n_records, settings.seed
@@ -153,25 +155,29 @@ def run_validation(
             settings.text_mask_rate,
         ),
     ]
-    checkpoints = {}
+    # Two models train at once, one CPU thread each.
+    pending, checkpoints = [], {}
     for name, data, rate in models:
         folder = out / "models" / name
-
-        def train(data=data, folder=folder, rate=rate):
-            train_clip(
-                data,
-                folder,
-                model=settings.model,
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                text_mask_rate=rate,
-                seed=seed,
-                device=settings.device,
-                progress=progress,
-            )
-
-        stages.run(f"train-{name}", recipe, train)
         checkpoints[name] = folder / "checkpoints" / f"epoch_{settings.epochs}.pt"
+        if not stages.done(f"train-{name}", recipe):
+            pending.append((name, data, folder, rate))
+    runs = [
+        {
+            "data": data,
+            "out": folder,
+            "model": settings.model,
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "text_mask_rate": rate,
+            "seed": seed,
+            "device": settings.device,
+        }
+        for _, data, folder, rate in pending
+    ]
+    train_clips(runs, jobs=settings.jobs)
+    for name, *_ in pending:
+        stages.mark(f"train-{name}", recipe)
 
     # Audits: (case, target, reference).
     audits = {

@@ -55,7 +55,7 @@ class SceneModels:
 def _build_scene_models(root: Path) -> SceneModels:
     from dejavu._io import StageRecords
     from dejavu.data.scenes import write_scenes
-    from dejavu.train import train_clip
+    from dejavu.train import train_clips
 
     s = FIXTURE_SETTINGS
     stages = StageRecords(root)
@@ -75,22 +75,21 @@ def _build_scene_models(root: Path) -> SceneModels:
         )
 
     stages.run("scenes", s, scenes)
-    for name in ("target", "reference"):
-
-        def train(name=name):
-            # An interrupted run resumes from its last checkpoint.
-            train_clip(
-                root / "scenes" / f"{name}.parquet",
-                root / name,
-                model=s["model"],
-                epochs=s["epochs"],
-                batch_size=s["batch_size"],
-                seed=s["seed"],
-                device="cpu",
-                progress=False,
-            )
-
-        stages.run(f"train-{name}", s, train)
+    # Both models train at once, one CPU thread each; an interrupted run resumes
+    # from its last checkpoint.
+    runs = [
+        {
+            "data": root / "scenes" / f"{name}.parquet",
+            "out": root / name,
+            "model": s["model"],
+            "epochs": s["epochs"],
+            "batch_size": s["batch_size"],
+            "seed": s["seed"],
+            "device": "cpu",
+        }
+        for name in ("target", "reference")
+    ]
+    stages.run("train", s, lambda: train_clips(runs, jobs=2))
     return _scene_models_at(root)
 
 
