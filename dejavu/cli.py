@@ -1191,3 +1191,139 @@ def validate(
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(checks)} checks failed")
     click.echo(f"all {len(checks)} checks passed; details in {out}/validation.md")
+
+
+@main.command()
+@click.option(
+    "--target-set",
+    required=True,
+    type=click.Path(exists=True),
+    help="Manifest of the records every target model trains on and the audit scores.",
+)
+@click.option(
+    "--reference-set",
+    required=True,
+    type=click.Path(exists=True),
+    help="Manifest of the records every reference model trains on.",
+)
+@click.option(
+    "--control-set",
+    required=True,
+    type=click.Path(exists=True),
+    help="Manifest of records neither model trains on, scored alongside the members.",
+)
+@click.option(
+    "--public-set",
+    required=True,
+    type=click.Path(exists=True),
+    help="Manifest of the public images the audits retrieve from.",
+)
+@click.option(
+    "--eval-set",
+    type=click.Path(exists=True),
+    help="Labelled manifest (label or objects) for zero-shot and linear-probe "
+    "utility (default: the public set).",
+)
+@click.option(
+    "--rates",
+    required=True,
+    callback=_parse_float_list,
+    help="Comma-separated text randomization rates, each in [0, 1), e.g. 0,0.3,0.5.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Study folder; a rerun with the same settings skips finished stages.",
+)
+@click.option(
+    "--model",
+    default="dejavu-tiny-vit",
+    show_default=True,
+    help="Architecture of every model: packaged config, open_clip model name, or "
+    "model config JSON file.",
+)
+@click.option("--epochs", type=int, required=True, help="Passes over the data.")
+@click.option(
+    "--batch-size", type=int, default=64, show_default=True, help="Records per batch."
+)
+@click.option(
+    "--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate."
+)
+@click.option(
+    "--text-mask-mode",
+    type=click.Choice(["drop", "mask"]),
+    default="drop",
+    show_default=True,
+    help="Drop the chosen caption words or replace them by a placeholder word.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the training, the bootstrap and the linear probe's split.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto, cpu, cuda or cuda:N; CUDA trains in mixed precision.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="CPU threads for torch in each training process.",
+)
+@click.option(
+    "--jobs",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Models trained at once, each in its own process.",
+)
+@click.option(
+    "--k",
+    default="1,5,10",
+    show_default=True,
+    callback=_parse_int_list,
+    help="Comma-separated numbers of nearest public neighbours.",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples of every interval.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a folder written with other settings."
+)
+@click.option("--quiet", is_flag=True, help="Hide progress bars.")
+def mitigate(quiet: bool, **params) -> None:
+    """Measure memorization against utility across text randomization rates.
+
+    For each rate, trains a target on the target set and a reference on the
+    reference set with the same recipe, audits the pair on the target and control
+    sets, and scores the target's utility. Writes mitigation.csv, mitigation.json
+    and mitigation.png to the study folder.
+
+    \b
+    Example:
+      dejavu mitigate --target-set scenes/target.parquet \\
+          --reference-set scenes/reference.parquet \\
+          --control-set scenes/control.parquet --public-set scenes/public.parquet \\
+          --rates 0,0.5,0.8 --epochs 30 --out runs/mitigation
+    """
+    from dejavu.mitigate import MitigationConfig, format_table, run_mitigation
+
+    table = run_mitigation(MitigationConfig(**params, progress=not quiet))
+    click.echo(f"dejavu mitigate: {params['out']}")
+    click.echo(format_table(table))
+    click.echo(
+        "memorization: members, control and member-minus-control (difference); "
+        f"utility of the target on the evaluation set as "
+        f"{table['utility_metric'].iloc[0].replace('_', ' ')}"
+    )
