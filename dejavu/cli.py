@@ -208,6 +208,25 @@ def _apply_config(ctx: click.Context, params: dict, section: str) -> dict:
     help="Detector weights that label sets without a labels "
     "file (default: the manifests' objects column).",
 )
+@click.option(
+    "--conf",
+    type=click.FloatRange(0, 1),
+    default=0.25,
+    show_default=True,
+    help="Detector confidence threshold, with --detector.",
+)
+@click.option(
+    "--imgsz",
+    type=click.IntRange(min=32),
+    help="Detector input size in "
+    "pixels, with --detector (default: the size it was trained at).",
+)
+@click.option(
+    "--label-map",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML label map from detector class names to the data set's "
+    "labels, with --detector.",
+)
 @click.option("--cache-dir", help="Cache folder (default: RUN_DIR/cache).")
 @click.option(
     "--skip-bad-records",
@@ -240,6 +259,13 @@ def audit(ctx: click.Context, **params) -> None:
                 f"missing option --{required.replace('_', '-')} (or set it in --config)"
             )
     quiet = params.pop("quiet")
+    detector_options = {
+        "conf": params.pop("conf"),
+        "imgsz": params.pop("imgsz"),
+        "label_map": params.pop("label_map"),
+    }
+    if params.get("detector"):
+        params["detector_options"] = detector_options
     config = AuditConfig(**params, progress=not quiet)
     run_dir = run_audit(config)
     _print_audit_table(run_dir)

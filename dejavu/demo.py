@@ -28,7 +28,6 @@ from dejavu.errors import InputError
 log = logging.getLogger(__name__)
 
 STAGES = ("scenes", "train", "annotate", "audit", "report")
-SCENE_DETECTOR = "scene"  # the name that selects the detector shipped with dejavu
 
 
 def default_config_path() -> Path:
@@ -66,19 +65,6 @@ def load_demo_config(path: str | os.PathLike | None = None) -> dict:
             f"{default_config_path()}"
         )
     return config
-
-
-def scene_detector_path() -> Path:
-    """Return the weights of the YOLO detector shipped for the scene data."""
-    folder = Path(str(resources.files("dejavu") / "assets" / "detector"))
-    weights = sorted(folder.glob("*.pt"))
-    if not weights:
-        raise InputError(
-            f"no scene detector weights in {folder}; reinstall dejavu, or set "
-            "`detector:` in the demo config's annotate section to a weights file "
-            "(or to null to use the scenes' ground-truth objects)"
-        )
-    return weights[0]
 
 
 def run_demo(
@@ -158,12 +144,11 @@ def _annotate(out: Path, settings: dict, progress: bool) -> None:
     from dejavu.data.manifest import read_manifest
 
     settings = dict(settings)
-    detector = settings.pop("detector", SCENE_DETECTOR)
+    # "scenes" names the detector shipped for scene data.
+    detector = settings.pop("detector", "scenes")
     if detector is None:
         log.info("annotate: no detector set; the audit uses ground-truth objects")
         return
-    if detector == SCENE_DETECTOR:
-        detector = scene_detector_path()
     for split, name in (
         ("target", "target set"),
         ("control", "control set"),
@@ -175,7 +160,7 @@ def _annotate(out: Path, settings: dict, progress: bool) -> None:
         annotate(
             manifest,
             out / "labels" / f"{split}.parquet",
-            detector=str(detector),
+            detector=detector,
             options=settings,
             cache_dir=out / "labels" / "cache",
             progress=progress,
