@@ -343,17 +343,17 @@ def _train_all(runs: dict[tuple, dict], stages: StageRecords, jobs: int) -> None
             stages.run(run["stage"], run["kwargs"], lambda r=run: _train(r["kwargs"]))
         return
 
-    # "spawn" starts clean interpreters: forking a process that has run torch can
-    # deadlock on locks held by its thread pools.
+    # "spawn" starts each worker in a fresh interpreter, because a forked child
+    # cannot initialise CUDA again (PyTorch's multiprocessing notes).
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {pool.submit(_train, run["kwargs"]): run for run in pending}
         try:
             for future in as_completed(futures):
                 run = futures[future]
-                # The work of this stage is done; run() raises the worker's error
-                # or records the stage as finished.
-                stages.run(run["stage"], run["kwargs"], future.result)
+                future.result()  # raises the worker's error
+                stages.mark(run["stage"], run["kwargs"])
+                log.info("%s: finished", run["stage"])
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -512,6 +512,7 @@ def format_table(table: pd.DataFrame, sets: Sequence[str] | None = None) -> str:
         Record sets to show; all when omitted.
     """
     metric = table["utility_metric"].iloc[0] if len(table) else ""
+    metric = metric.replace("_", " ")
     lines = [
         f"| ρ | set | k | PPG | PRG | AUCG | zero-shot {metric} "
         f"| linear-probe {metric} |",
