@@ -384,8 +384,8 @@ def _audit(config: MitigationConfig, target: Path, reference: Path, out: Path):
             device=config.device,
             progress=config.progress,
             write_report=False,
-            # The checkpoints of this rate were retrained when the stage record is
-            # stale, so an audit of older ones is replaced.
+            # When this stage runs again, its checkpoints may have been retrained,
+            # so an audit folder of older checkpoints is replaced.
             overwrite=True,
         )
     )
