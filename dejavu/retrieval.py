@@ -56,8 +56,8 @@ def l2_normalize(x):
 
     Examples
     --------
-    >>> l2_normalize([[3.0, 4.0]])
-    array([[0.6, 0.8]], dtype=float32)
+    >>> l2_normalize([[3.0, 4.0]]).astype(float).round(6).tolist()
+    [[0.6, 0.8]]
     """
     x = _as_float_matrix(x, "x")
     norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)

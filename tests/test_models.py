@@ -183,7 +183,7 @@ def test_load_clip_dejavu_checkpoint_records_source(checkpoints):
     assert encoder.sha256 == sha256_file(checkpoints["dejavu"])
     assert encoder.source == str(checkpoints["dejavu"])
     assert encoder.embed_dim == 128
-    assert encoder.n_parameters == 8_992_385
+    assert encoder.n_parameters == 9_093_761
 
 
 def test_load_clip_model_in_eval_mode(checkpoints):
@@ -290,7 +290,7 @@ def test_load_clip_architecture_mismatch_names_keys(checkpoints):
         models.load_clip(checkpoints["bare"], model="dejavu-tiny-resnet", device="cpu")
     message = str(info.value)
     assert "bare.pt" in message
-    assert "visual.conv1.weight: checkpoint [192, 3, 8, 8] vs model [8, 3, 3, 3]" in (
+    assert "visual.conv1.weight: checkpoint [192, 3, 16, 16] vs model [8, 3, 3, 3]" in (
         message
     )
     assert "missing from the checkpoint" in message

@@ -116,6 +116,13 @@ def import_ultralytics(*, offline: bool = True):
     if not os.environ.get("YOLO_CONFIG_DIR"):
         os.environ["YOLO_CONFIG_DIR"] = str(config_dir())
     _place_fonts(Path(os.environ["YOLO_CONFIG_DIR"]))
+    # ultralytics (8.4) sets NumPy's and torch's print options for the whole process
+    # when imported; keep the caller's.
+    import numpy as np
+    import torch
+
+    numpy_print = np.get_printoptions()
+    torch_print = torch._tensor_str.PRINT_OPTS.__dict__.copy()
     try:
         import ultralytics
     except ImportError as err:
@@ -130,6 +137,8 @@ def import_ultralytics(*, offline: bool = True):
 
         events.events.enabled = False
     _restore_pil_open()
+    np.set_printoptions(**numpy_print)
+    torch._tensor_str.PRINT_OPTS.__dict__.update(torch_print)
     return ultralytics
 
 
