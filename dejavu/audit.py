@@ -165,7 +165,7 @@ def run_audit(config: AuditConfig) -> Path:
     k_max = max(settings["k"])
 
     # Record sets and their labels.
-    sets = _read_sets(config, test)
+    sets = _read_sets(config)
     labels = _label_sets(config, sets, cache_dir)
     public = sets["public"]
     if k_max > len(public):
@@ -254,7 +254,7 @@ def run_audit(config: AuditConfig) -> Path:
     return run_dir
 
 
-def _read_sets(config: AuditConfig, test: str) -> dict[str, Manifest]:
+def _read_sets(config: AuditConfig) -> dict[str, Manifest]:
     caption = ("id", "image", "caption")
     public_needs_caption = config.mode == "t2t" or config.reference_text is not None
     specs = [
