@@ -1,6 +1,6 @@
 """Files on disk: atomic writes, content hashes, cache keys and run folders.
 
-Every command that writes a folder follows the same rules. The folder holds a
+Every command that writes a folder follows the same rules. The folder contains a
 ``.dejavu-run.json`` stamp naming the command and a hash of its settings. A rerun with
 the same command and settings reuses the folder, which is how interrupted runs resume.
 Any other non-empty folder is rejected unless ``overwrite=True``, which empties it
@@ -135,7 +135,7 @@ def prepare_run_dir(
         Every setting that affects the folder's content. A folder written by the same
         command with equal settings is reused so that a rerun resumes.
     overwrite : bool, default=False
-        Empty a folder that holds anything else instead of raising.
+        Empty a folder that contains anything else instead of raising.
 
     Returns
     -------
@@ -152,8 +152,8 @@ def prepare_run_dir(
     stamp = {"command": command, "settings_hash": stable_hash(settings)}
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"output path {path} exists and is not a folder")
-    # A folder holding only a stamp is what a run that failed on its inputs leaves
-    # behind; it has no results to protect, so a corrected rerun may take it.
+    # A run that failed on its inputs leaves a folder with only the stamp. That folder
+    # has no results to protect, so a corrected rerun may reuse it.
     if path.is_dir() and any(child.name != STAMP_NAME for child in path.iterdir()):
         previous = _read_stamp(path)
         same = previous is not None and all(

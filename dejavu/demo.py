@@ -1,8 +1,9 @@
 """The default run: the whole chain on generated scenes, from data to report.
 
-:func:`run_demo` generates scene data, trains a target CLIP on the target split and a
-reference CLIP on a disjoint split of the same size, labels the images with the
-shipped scene detector, audits the pair with a control set, and writes the report.
+:func:`run_demo` generates scene data and trains a target CLIP on the target split
+and a reference CLIP on a disjoint split of the same size. It then labels the images
+with the shipped scene detector, audits the pair with a control set, and writes the
+report.
 Settings come from a YAML file with one section per stage (the packaged
 ``demo.yaml`` by default, copied to ``configs/demo.yaml`` for editing).
 

@@ -141,10 +141,10 @@ def scene_audit(scene_models, tmp_path_factory) -> Path:
 def no_network(monkeypatch):
     """Make any attempt to open a network connection fail loudly."""
 
-    def refuse(*args, **kwargs):
+    def reject_connection(*args, **kwargs):
         raise OSError("network access attempted during a test that must be offline")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", reject_connection)
+    monkeypatch.setattr(socket.socket, "connect_ex", reject_connection)
+    monkeypatch.setattr(socket, "create_connection", reject_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", reject_connection)

@@ -3,8 +3,8 @@
 At its default sizes (500 records per split, 40 epochs) `dejavu validate` is the
 documented validity check; docs/validation.md has its results. Training five models
 at those sizes takes too long for the test suite, so here the same code runs at a
-size where the models barely learn, and the tests check the command itself: every
-expectation is measured and written, and the exit status says whether all passed.
+size where the models barely learn. The tests check the command itself: every
+expectation is measured and written, and the exit status shows whether all passed.
 The member signal at test size is checked by tests/test_audit_e2e.py on the shared
 fixture.
 """

@@ -185,8 +185,8 @@ def _read_rows(path: Path, set_name: str) -> tuple[list[dict], list[dict]]:
         shards = sorted(path.glob("*.tar"))
         if not shards:
             raise InputError(
-                f"{set_name} folder {path} holds no .tar shards; pass a manifest file "
-                "(CSV, TSV, JSONL, Parquet) or a folder of WebDataset shards"
+                f"{set_name} folder {path} contains no .tar shards; pass a manifest "
+                "file (CSV, TSV, JSONL, Parquet) or a folder of WebDataset shards"
             )
         rows, bad = [], []
         for shard in shards:
