@@ -35,8 +35,8 @@ RANKINGS = ("min_dist", "correct", "gap")
 """Record rankings for the top-L scores, in the order they are reported."""
 
 _WORD_BITS = 64
-# Elements per block when a label matrix is expanded to a dense array (64 MB).
-_DENSE_BLOCK_ELEMENTS = 2**26
+# Bytes of gathered label words per block of records; fits a core's L2 cache.
+_GATHER_BLOCK_BYTES = 2**18
 # Bits per block when predicted labels are unpacked; small enough for the cache.
 _UNPACK_BLOCK_ELEMENTS = 2**23
 # Float64 elements per block of bootstrap count weights (64 MB).
@@ -226,18 +226,28 @@ def score_neighbours(neighbours, public_labels, truth, k):
 
 def _union_bits(neighbours, public_labels):
     """Bitmask of the union of the public labels of each row of `neighbours`."""
-    # The union of label sets is a bitwise OR of their bitmasks: one gather and
-    # one OR per neighbour column and 64-label word, with no sparse product.
+    # The union of label sets is a bitwise OR of their bitmasks: one gather and one
+    # OR per neighbour column, with no sparse product. Each public row's words are
+    # gathered as one opaque item, and records go in blocks small enough for the
+    # cache.
     public_bits = _label_bits(public_labels)  # (n_public, n_words) uint64
-    index_dtype = np.int32 if public_labels.shape[0] < 2**31 else np.int64
-    columns = neighbours.T.astype(index_dtype, order="C")  # (k, n_records)
-    union = np.empty((neighbours.shape[0], public_bits.shape[1]), dtype=np.uint64)
-    for word in range(public_bits.shape[1]):
-        word_bits = np.ascontiguousarray(public_bits[:, word])
-        acc = word_bits[columns[0]]
-        for j in range(1, columns.shape[0]):
-            acc |= word_bits[columns[j]]
-        union[:, word] = acc
+    n_records, n_words = neighbours.shape[0], public_bits.shape[1]
+    row_type = np.dtype((np.void, public_bits.itemsize * n_words))
+    public_rows = public_bits.view(row_type).ravel()
+    union = np.empty((n_records, n_words), dtype=np.uint64)
+    index_type = np.int32 if public_bits.shape[0] < 2**31 else np.int64
+    block = max(1, _GATHER_BLOCK_BYTES // public_bits.itemsize // n_words)
+    gathered = np.empty(min(block, n_records), dtype=row_type)
+    for start in range(0, n_records, block):
+        stop = min(start + block, n_records)
+        columns = neighbours[start:stop].T.astype(index_type)  # (k, block)
+        acc = union[start:stop]
+        np.take(public_rows, columns[0], out=acc.view(row_type).ravel())
+        part = gathered[: stop - start]
+        part_words = part.view(np.uint64).reshape(stop - start, n_words)
+        for column in columns[1:]:
+            np.take(public_rows, column, out=part)
+            np.bitwise_or(acc, part_words, out=acc)
     return union
 
 
@@ -258,14 +268,16 @@ def _check_neighbours(neighbours, k, n_public):
             f"k = {k} exceeds the K = {n_columns} neighbours searched per record; "
             f"search with K >= {k}."
         )
-    if neighbours.size:
-        low, high = neighbours[:, :k].min(), neighbours[:, :k].max()
-        if low < 0 or high >= n_public:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"Neighbour index {bad} is outside the public set of {n_public} "
-                "items; the neighbours and public labels do not match."
-            )
+    used = neighbours[:, :k]
+    # One pass finds both kinds of bad index: as unsigned, negatives are huge.
+    unsigned = np.dtype(f"u{used.dtype.itemsize}")
+    if used.size and used.view(unsigned).max() >= n_public:
+        low = used.min()
+        bad = low if low < 0 else used.max()
+        raise ValueError(
+            f"Neighbour index {bad} is outside the public set of {n_public} "
+            "items; the neighbours and public labels do not match."
+        )
     return neighbours.astype(np.int64, copy=False)
 
 
@@ -324,17 +336,15 @@ def _label_bits(labels):
     """Pack a canonical label CSR matrix into (n_records, n_words) uint64 bitmasks."""
     n_records, n_labels = labels.shape
     n_words = max(1, -(-n_labels // _WORD_BITS))
-    bits = np.zeros((n_records, n_words), dtype=np.uint64)
-    block = max(1, _DENSE_BLOCK_ELEMENTS // (n_words * _WORD_BITS))
-    for start in range(0, n_records, block):
-        stop = min(start + block, n_records)
-        dense = np.zeros((stop - start, n_words * _WORD_BITS), dtype=bool)
-        part = labels[start:stop]
-        rows = np.repeat(np.arange(stop - start), np.diff(part.indptr))
-        dense[rows, part.indices] = True
-        packed = np.packbits(dense, axis=1, bitorder="little")
-        bits[start:stop] = packed.view("<u8")
-    return bits
+    rows = np.repeat(np.arange(n_records, dtype=np.int64), np.diff(labels.indptr))
+    columns = labels.indices.astype(np.int64)
+    positions = rows * n_words + (columns >> 6)
+    masks = np.left_shift(np.uint64(1), (columns & 63).astype(np.uint64))
+    bits = np.zeros(n_records * n_words, dtype=np.uint64)
+    # A canonical row contains each label once, so adding its bits equals OR-ing
+    # them, and NumPy's unbuffered add is faster than its OR.
+    np.add.at(bits, positions, masks)
+    return bits.reshape(n_records, n_words)
 
 
 def _bits_to_csr(bits, n_labels):
@@ -564,8 +574,13 @@ def sign_test(a, b):
     0.0625
     """
     a, b = _check_pair(a, b)
-    wins = int(np.count_nonzero(a > b))
-    losses = int(np.count_nonzero(a < b))
+    return _sign_test_p_value(np.sign(a - b))
+
+
+def _sign_test_p_value(signs):
+    """Two-sided sign-test p-value from per-record signs of ``a - b``."""
+    wins = int(np.count_nonzero(signs > 0))
+    losses = int(np.count_nonzero(signs < 0))
     if wins + losses == 0:
         return 1.0
     return float(binomtest(wins, wins + losses, 0.5, alternative="two-sided").pvalue)
@@ -661,8 +676,12 @@ def _ranking_key(ranking, correct_target, correct_reference, n_records):
     return key
 
 
-def _order_by_min_dist_then_id(min_dist, ids):
-    """Indices sorted by `min_dist` ascending, then id, then position."""
+def _order_by_min_dist_then_id(min_dist, ids, rows=None):
+    """Indices sorted by `min_dist` ascending, then id, then position.
+
+    When `rows` is given, entry ``i`` of `min_dist` belongs to record ``rows[i]``
+    of `ids`, so that only the ids of tied records are ever gathered.
+    """
     order = np.argsort(min_dist)
     sorted_dist = min_dist[order]
     starts_group = np.ones(order.size, dtype=bool)
@@ -676,7 +695,8 @@ def _order_by_min_dist_then_id(min_dist, ids):
     in_tie[:-1] |= ~starts_group[1:]
     tied = np.flatnonzero(in_tie)
     members = order[tied]
-    within = np.lexsort((members, ids[members], group[tied]))
+    member_ids = ids[members] if rows is None else ids[rows[members]]
+    within = np.lexsort((members, member_ids, group[tied]))
     order[tied] = members[within]
     return order.astype(np.int64)
 
@@ -693,6 +713,40 @@ def _order_by_key(key, tiebreak):
     if ascending.max() < np.iinfo(np.int16).max:
         ascending = ascending.astype(np.int16)
     return tiebreak[np.argsort(ascending, kind="stable")]
+
+
+def _head_of_ranking(min_dist, ids, key, size):
+    """Return the first `size` records of a ranking, sorting only candidates.
+
+    The result equals ``_order_by_key(key, _order_by_min_dist_then_id(min_dist,
+    ids))[:size]``, or the tiebreak order alone when `key` is None. A partition
+    finds the candidates, which are few when `size` is a small fraction of the
+    records, so most records are never sorted.
+    """
+    n_records = min_dist.size
+    if size >= n_records:
+        candidates = np.arange(n_records)
+    elif key is None:
+        cutoff = np.partition(min_dist, size - 1)[size - 1]
+        candidates = np.flatnonzero(min_dist <= cutoff)
+    else:
+        # Every record whose key beats the size-th largest key is in the head.
+        # Of those that equal it, only the nearest by min_dist can be.
+        # Keys are counts of objects, so a histogram finds that key.
+        lowest = key.min()
+        at_or_above = np.cumsum(np.bincount(key - lowest)[::-1])[::-1]
+        threshold = lowest + np.flatnonzero(at_or_above >= size)[-1]
+        above = key > threshold
+        boundary = np.flatnonzero(key == threshold)
+        needed = size - int(above.sum())
+        boundary_dist = min_dist[boundary]
+        cutoff = np.partition(boundary_dist, needed - 1)[needed - 1]
+        above[boundary[boundary_dist <= cutoff]] = True
+        candidates = np.flatnonzero(above)
+    order = _order_by_min_dist_then_id(min_dist[candidates], ids, rows=candidates)
+    if key is not None:
+        order = _order_by_key(key[candidates], order)
+    return candidates[order[:size]]
 
 
 def top_l_size(n, fraction):
@@ -901,10 +955,12 @@ class _SetStatistics:
 
     def __init__(self, scores, rankings, fractions, n_resamples, rng):
         self.n = scores.n
-        self.ppg_p_value = sign_test(
-            scores.precision_target, scores.precision_reference
-        )
-        self.prg_p_value = sign_test(scores.recall_target, scores.recall_reference)
+        # Population figures are means of these per-record columns.
+        precision_sign = np.sign(scores.precision_target - scores.precision_reference)
+        recall_gap = scores.recall_target - scores.recall_reference
+        recall_sign = np.sign(recall_gap)
+        self.ppg_p_value = _sign_test_p_value(precision_sign)
+        self.prg_p_value = _sign_test_p_value(recall_sign)
         self.mean_precision = {
             "target": float(scores.precision_target.mean()),
             "reference": float(scores.precision_reference.mean()),
@@ -914,32 +970,26 @@ class _SetStatistics:
             "reference": float(scores.recall_reference.mean()),
         }
 
-        # Population figures are means of these per-record columns.
-        recall_gap = scores.recall_target - scores.recall_reference
-        columns = np.column_stack(
-            [
-                np.sign(scores.precision_target - scores.precision_reference),
-                np.sign(recall_gap),
-                recall_gap,
-            ]
-        )
-        values = columns.mean(axis=0)
-        replicates = _bootstrap_means(columns, n_resamples, rng)
+        columns = (precision_sign, recall_sign, recall_gap)
+        values = [column.mean() for column in columns]
+        replicates = None
+        if n_resamples:
+            replicates = _bootstrap_means(np.column_stack(columns), n_resamples, rng)
         self.population = {
             name: _Estimate(values[j], None if replicates is None else replicates[:, j])
             for j, name in enumerate(("ppg", "prg", "aucg"))
         }
 
         self.top_l = []
-        tiebreak = _order_by_min_dist_then_id(scores.min_dist, scores.ids)
+        # Only the longest top-L list of each ranking is ever read.
+        head_size = max((top_l_size(self.n, f) for f in fractions), default=0)
         for ranking in rankings:
-            if ranking == "min_dist":
-                order = tiebreak
-            else:
+            key = None
+            if ranking != "min_dist":
                 key = _ranking_key(
                     ranking, scores.correct_target, scores.correct_reference, self.n
                 )
-                order = _order_by_key(key, tiebreak)
+            order = _head_of_ranking(scores.min_dist, scores.ids, key, head_size)
             for fraction in fractions:
                 l_size = top_l_size(self.n, fraction)
                 chosen = order[:l_size]

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from dejavu.metrics import (
     SetScores,
     _bootstrap_means,
+    _head_of_ranking,
     aucg,
     label_matrix,
     population_gap,
@@ -176,10 +177,19 @@ def test_predict_labels_rejects_k_beyond_neighbours():
         predict_labels(np.zeros((1, 2), dtype=int), public, 3)
 
 
-def test_predict_labels_rejects_index_outside_public_set():
+@pytest.mark.parametrize("bad", [5, -1])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_predict_labels_rejects_index_outside_public_set(bad, dtype):
     public = label_matrix([["dog"]], VOCAB)
-    with pytest.raises(ValueError, match="index 5 is outside the public set of 1"):
-        predict_labels(np.array([[0, 5]]), public, 2)
+    message = f"index {bad} is outside the public set of 1"
+    with pytest.raises(ValueError, match=message):
+        predict_labels(np.array([[0, bad]], dtype=dtype), public, 2)
+
+
+def test_neighbours_beyond_k_are_not_checked():
+    public = label_matrix([["dog"]], VOCAB)
+    predicted = predict_labels(np.array([[0, -1]]), public, 1)
+    assert predicted.toarray().tolist() == [[False, False, True, False, False]]
 
 
 def test_predict_labels_rejects_zero_top_m():
@@ -426,6 +436,24 @@ def test_rank_records_matches_python(ranking):
         correct_reference=correct_r,
     )
     assert order.tolist() == expected
+
+
+@pytest.mark.parametrize("ranking", ["min_dist", "correct", "gap"])
+@pytest.mark.parametrize("size", [1, 7, 50, 333, 500])
+def test_head_of_ranking_is_prefix_of_full_ranking(ranking, size):
+    # Many ties in min_dist and in the counts, so the cut falls inside tie groups.
+    rng = np.random.default_rng(size)
+    n = 500
+    min_dist = rng.integers(0, 10, n) / 10
+    ids = np.array([f"id{v}" for v in rng.permutation(n)])
+    correct_t, correct_r = rng.integers(0, 4, n), rng.integers(0, 4, n)
+    kwargs = {"correct_target": correct_t, "correct_reference": correct_r}
+    full = rank_records(ranking, min_dist=min_dist, ids=ids, **kwargs)
+    key = None
+    if ranking != "min_dist":
+        key = correct_t - (correct_r if ranking == "gap" else 0)
+    head = _head_of_ranking(min_dist, ids, key, size)
+    assert head.tolist() == full[:size].tolist()
 
 
 def test_top_l_size_golden():
