@@ -1195,9 +1195,9 @@ def validate(
 ) -> None:
     """Check on scenes that the audit finds planted memorization and no other.
 
-    Trains five tiny CLIPs (a target with planted canaries, a reference, a target on
-    other records, and a pair trained with text randomization), audits them, and
-    exits with status 1 when any expectation fails.
+    Trains six tiny CLIPs (a target, a reference, a target on other records, a pair
+    trained with text randomization, and a target with planted canaries), audits
+    them, and exits with status 1 when any expectation fails.
     """
     from dejavu.validate import ValidationSettings, format_checks, run_validation
 

@@ -12,12 +12,13 @@ models of four cases and audits each one:
 3. **text randomization**: case 1 with captions randomized at rate ρ, against a
    reference trained with the same ρ. Expected: member-minus-control PRG at most
    half that of case 1.
-4. **canaries**: some target records, each with an unmentioned object that is rare
-   in the target set, are repeated in training. Expected: their recall gaps exceed
-   the other members' (one-sided Mann-Whitney test, p below 0.01).
+4. **canaries**: a second target trains on the target set in which some records,
+   each with an unmentioned object that is rare in the target set, are repeated.
+   Expected: their recall gaps exceed the other members' (one-sided Mann-Whitney
+   test, p below 0.01). Its reference is the one of case 1.
 
-The case 1 target is trained with the canaries in its data, so cases 1 and 4 share
-one model.
+Cases 1 and 4 use separate targets, so the members case measures plain training
+and the canaries' extra passes do not enter it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,6 +73,27 @@ class Check:
     passed: bool
 
 
+# Models of the validity check: name -> (training manifest under the run folder,
+# whether captions are randomized at the text-randomization rate).
+MODELS = {
+    "target": ("scenes/target.parquet", False),
+    "reference": ("scenes/reference.parquet", False),
+    "target_other": ("other/target.parquet", False),
+    "target_rho": ("scenes/target.parquet", True),
+    "reference_rho": ("scenes/reference.parquet", True),
+    "target_canaries": ("scenes/target_canaries.parquet", False),
+}
+
+# Audits of the validity check: case -> (target model, reference model, audited
+# records under the run folder).
+AUDITS = {
+    "members": ("target", "reference", "scenes/target.parquet"),
+    "non_members": ("target_other", "reference", "scenes/target.parquet"),
+    "text_randomization": ("target_rho", "reference_rho", "scenes/target.parquet"),
+    "canaries": ("target_canaries", "reference", "scenes/target_canaries.parquet"),
+}
+
+
 def run_validation(
     out: str | os.PathLike,
     settings: ValidationSettings | None = None,
@@ -98,12 +121,85 @@ def run_validation(
         One entry per expectation, in case order.
     """
     from dejavu.audit import AuditConfig, run_audit
+
+    settings = settings or ValidationSettings()
+    checkpoints = prepare_models(out, settings, overwrite=overwrite, progress=progress)
+    out = Path(out)
+    stages = StageRecords(out)
+    recipe = _recipe(settings)
+    scenes = out / "scenes"
+    runs = {}
+    for case, (target, reference, records) in AUDITS.items():
+        run_dir = out / "audits" / case
+        config = AuditConfig(
+            target=str(checkpoints[target]),
+            reference=str(checkpoints[reference]),
+            target_set=str(out / records),
+            control_set=str(scenes / "control.parquet"),
+            public_set=str(scenes / "public.parquet"),
+            out=str(run_dir),
+            k=list(settings.k),
+            bootstrap=settings.bootstrap,
+            seed=settings.seed,
+            device=settings.device,
+            progress=progress,
+            write_report=False,
+            overwrite=True,
+        )
+        stages.run(f"audit-{case}", recipe, lambda config=config: run_audit(config))
+        runs[case] = run_dir
+
+    checks = evaluate_checks(runs, settings, scenes / "target_canaries.parquet")
+    _write_outputs(out, settings, checks, runs)
+    return checks
+
+
+def prepare_models(
+    out: str | os.PathLike,
+    settings: ValidationSettings | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Generate the scenes of the validity check and train its models.
+
+    The run folder gets ``scenes/`` with the target, reference, control and public
+    splits and ``target_canaries.parquet`` (the target split with its canaries
+    marked and repeated). It also gets ``other/``, the records of the non-member
+    target, and one training folder ``<name>/`` per model, whose final checkpoint
+    is ``<name>/checkpoints/epoch_<epochs>.pt``. Finished stages are skipped, so a later
+    :func:`run_validation` on the same folder and settings trains only the rest.
+
+    Parameters
+    ----------
+    out : path-like
+        Run folder.
+    settings : ValidationSettings, optional
+        Sizes and recipe; the defaults when omitted.
+    names : sequence of str, optional
+        Models to train, from ``MODELS``; all of them when omitted.
+    overwrite : bool, default=False
+        Replace a folder written with other settings.
+    progress : bool, default=True
+        Show progress bars while generating scenes.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        Final checkpoint of every model in `names`.
+    """
     from dejavu.data.scenes import write_scenes
     from dejavu.train import train_clips
 
     settings = settings or ValidationSettings()
-    # Everything that changes results; `jobs` changes only the speed.
-    recipe = {key: v for key, v in asdict(settings).items() if key != "jobs"}
+    names = list(MODELS) if names is None else list(names)
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise ValueError(
+            f"unknown model {unknown[0]!r}; expected one of {list(MODELS)}"
+        )
+    recipe = _recipe(settings)
     out = prepare_run_dir(out, "validate", recipe, overwrite=overwrite)
     stages = StageRecords(out)
     n, seed = settings.n_records, settings.seed
@@ -139,77 +235,37 @@ def run_validation(
 
     stages.run("scenes", recipe, scenes)
 
-    # Models: (name, training manifest, text mask rate).
-    models = [
-        ("target", out / "scenes" / "target_canaries.parquet", 0.0),
-        ("reference", out / "scenes" / "reference.parquet", 0.0),
-        ("target_other", out / "other" / "target.parquet", 0.0),
-        (
-            "target_rho",
-            out / "scenes" / "target_canaries.parquet",
-            settings.text_mask_rate,
-        ),
-        (
-            "reference_rho",
-            out / "scenes" / "reference.parquet",
-            settings.text_mask_rate,
-        ),
-    ]
-    # Two models train at once, one CPU thread each.
-    pending, checkpoints = [], {}
-    for name, data, rate in models:
-        folder = out / "models" / name
+    # Models train `settings.jobs` at a time, one CPU thread each.
+    checkpoints, pending = {}, []
+    for name in names:
+        folder = out / name
         checkpoints[name] = folder / "checkpoints" / f"epoch_{settings.epochs}.pt"
         if not stages.done(f"train-{name}", recipe):
-            pending.append((name, data, folder, rate))
-    runs = [
-        {
-            "data": data,
-            "out": folder,
-            "model": settings.model,
-            "epochs": settings.epochs,
-            "batch_size": settings.batch_size,
-            "text_mask_rate": rate,
-            "seed": seed,
-            "device": settings.device,
-        }
-        for _, data, folder, rate in pending
-    ]
-    train_clips(runs, jobs=settings.jobs)
-    for name, *_ in pending:
-        stages.mark(f"train-{name}", recipe)
-
-    # Audits: (case, target, reference).
-    audits = {
-        "members": ("target", "reference"),
-        "non_members": ("target_other", "reference"),
-        "text_randomization": ("target_rho", "reference_rho"),
-    }
-    runs = {}
-    for case, (target, reference) in audits.items():
-        run_dir = out / "audits" / case
-        config = AuditConfig(
-            target=str(checkpoints[target]),
-            reference=str(checkpoints[reference]),
-            target_set=str(out / "scenes" / "target_canaries.parquet"),
-            control_set=str(out / "scenes" / "control.parquet"),
-            public_set=str(out / "scenes" / "public.parquet"),
-            out=str(run_dir),
-            k=list(settings.k),
-            bootstrap=settings.bootstrap,
-            seed=seed,
-            device=settings.device,
-            progress=progress,
-            write_report=False,
-            overwrite=True,
+            pending.append(name)
+    runs = []
+    for name in pending:
+        data, randomized = MODELS[name]
+        runs.append(
+            {
+                "data": out / data,
+                "out": out / name,
+                "model": settings.model,
+                "epochs": settings.epochs,
+                "batch_size": settings.batch_size,
+                "text_mask_rate": settings.text_mask_rate if randomized else 0.0,
+                "seed": seed,
+                "device": settings.device,
+            }
         )
-        stages.run(f"audit-{case}", recipe, lambda config=config: run_audit(config))
-        runs[case] = run_dir
+    train_clips(runs, jobs=settings.jobs)
+    for name in pending:
+        stages.mark(f"train-{name}", recipe)
+    return checkpoints
 
-    canary_manifest = out / "scenes" / "target_canaries.parquet"
-    checks = evaluate_checks(runs, settings, canary_manifest)
-    _write_outputs(out, settings, checks, runs)
-    return checks
+
+def _recipe(settings: ValidationSettings) -> dict:
+    """Return every setting that changes results; `jobs` changes only the speed."""
+    return {key: v for key, v in asdict(settings).items() if key != "jobs"}
 
 
 def plant_canaries(
@@ -323,7 +379,7 @@ def evaluate_checks(
         )
     )
 
-    records = pd.read_parquet(runs["members"] / "records.parquet")
+    records = pd.read_parquet(runs["canaries"] / "records.parquet")
     records = records[records["set"] == "members"]
     planted = pd.read_parquet(canary_manifest, columns=["id", "canary"])
     canaries = set(planted.loc[planted["canary"], "id"])

@@ -1,10 +1,11 @@
 """Shared test setup: offline switches and the scene fixture of trained models.
 
 The session fixture :func:`scene_models` generates a small scene data set and trains
-one target and one reference tiny ViT CLIP on disjoint splits. It is built once per
+one target and one reference tiny ViT CLIP on disjoint splits: the members case of
+the validity check (:mod:`dejavu.validate`) at small settings. It is built once per
 test session (a few minutes on 2 CPU cores) and reused by every end-to-end test.
 Set ``DEJAVU_FIXTURE_DIR`` to a folder to keep it between sessions while developing;
-stages finished with other settings are rebuilt.
+a folder built with other settings is emptied and rebuilt.
 """
 
 from __future__ import annotations
@@ -23,19 +24,18 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 
 import pytest  # noqa: E402
 
-# Sizes chosen so that the member signal is clear (PRG interval above 0 at k=10) and
-# the control-set gaps stay small, while the whole fixture builds in a few minutes.
-FIXTURE_SETTINGS = {
-    "n_target": 400,
-    "n_reference": 400,
-    "n_control": 400,
-    "n_public": 3000,
-    "seed": 0,
-    "size": 64,
-    "model": "dejavu-tiny-vit",
-    "epochs": 40,
-    "batch_size": 64,
-}
+
+def fixture_settings():
+    """Return the validity-check settings that the shared fixture is built with.
+
+    Sizes chosen so that the member signal is clear (PRG interval above 0 at k=10)
+    and the control-set gaps stay small, while the fixture builds in a few minutes.
+    """
+    from dejavu.validate import ValidationSettings
+
+    return ValidationSettings(
+        n_records=400, n_public=3000, epochs=40, bootstrap=500, device="cpu"
+    )
 
 
 @dataclass(frozen=True)
@@ -53,57 +53,30 @@ class SceneModels:
 
 
 def _build_scene_models(root: Path) -> SceneModels:
-    from dejavu._io import StageRecords
-    from dejavu.data.scenes import write_scenes
-    from dejavu.train import train_clips
+    """Build the members case of the validity check in `root`.
 
-    s = FIXTURE_SETTINGS
-    stages = StageRecords(root)
+    The target trains on the target split and the reference on the reference
+    split, both at once with one CPU thread each. The validity-check test later
+    trains the remaining models in the same folder.
+    """
+    from dejavu.validate import prepare_models
 
-    def scenes():
-        write_scenes(
-            root / "scenes",
-            n_target=s["n_target"],
-            n_reference=s["n_reference"],
-            n_control=s["n_control"],
-            n_public=s["n_public"],
-            seed=s["seed"],
-            size=s["size"],
-            formats=("manifest",),
-            overwrite=True,
-            progress=False,
-        )
-
-    stages.run("scenes", s, scenes)
-    # Both models train at once, one CPU thread each; an interrupted run resumes
-    # from its last checkpoint.
-    runs = [
-        {
-            "data": root / "scenes" / f"{name}.parquet",
-            "out": root / name,
-            "model": s["model"],
-            "epochs": s["epochs"],
-            "batch_size": s["batch_size"],
-            "seed": s["seed"],
-            "device": "cpu",
-        }
-        for name in ("target", "reference")
-    ]
-    stages.run("train", s, lambda: train_clips(runs, jobs=2))
-    return _scene_models_at(root)
-
-
-def _scene_models_at(root: Path) -> SceneModels:
+    checkpoints = prepare_models(
+        root,
+        fixture_settings(),
+        names=("target", "reference"),
+        overwrite=True,
+        progress=False,
+    )
     scenes = root / "scenes"
-    epochs = FIXTURE_SETTINGS["epochs"]
     return SceneModels(
         root=root,
         target_set=scenes / "target.parquet",
         reference_set=scenes / "reference.parquet",
         control_set=scenes / "control.parquet",
         public_set=scenes / "public.parquet",
-        target=root / "target" / "checkpoints" / f"epoch_{epochs}.pt",
-        reference=root / "reference" / "checkpoints" / f"epoch_{epochs}.pt",
+        target=checkpoints["target"],
+        reference=checkpoints["reference"],
         audit_dir=root / "audit",
     )
 
@@ -115,6 +88,23 @@ def scene_models(tmp_path_factory) -> SceneModels:
     root = Path(keep) if keep else tmp_path_factory.mktemp("scene-models")
     root.mkdir(parents=True, exist_ok=True)
     return _build_scene_models(root)
+
+
+@pytest.fixture(scope="session")
+def scene_validation(scene_models):
+    """The validity check at the fixture's settings, with its checks by case.
+
+    It reuses the fixture's scenes and its target/reference pair, and trains the
+    non-member target, the text-randomization pair and the canary target in the
+    same folder.
+    """
+    from dejavu.validate import run_validation
+
+    checks = run_validation(scene_models.root, fixture_settings(), progress=False)
+    by_case = {}
+    for check in checks:
+        by_case.setdefault(check.case, []).append(check)
+    return by_case
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,16 @@
-"""`dejavu validate`: the four cases run, every check is computed and reported.
+"""`dejavu validate`: the command, and the validity check at small settings.
 
-At its default sizes (500 records per split, 40 epochs) `dejavu validate` is the
-documented validity check; docs/validation.md has its results. Training five models
-at those sizes takes too long for the test suite, so here the same code runs at a
-size where the models barely learn. The tests check the command itself: every
-expectation is measured and written, and the exit status shows whether all passed.
-The member signal at test size is checked by tests/test_audit_e2e.py on the shared
-fixture.
+The validity check runs on the shared fixture's settings (400 records per split,
+3,000 public images, 40 epochs). The fixture's target/reference pair is its members
+case, and the non-member target, the text-randomization pair and the canary target
+are trained here in the same folder. Each case's expectations are asserted. The
+canary case fails at these settings as at the documented size
+(docs/validation.md), so its test is an expected failure that turns into an error
+if the canaries start to pass.
+
+The command tests run the same code at a size where the models barely learn (100
+records, 2 epochs): every expectation is measured and written, and the exit status
+shows whether all passed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from dejavu.cli import main
-from dejavu.validate import plant_canaries
+from dejavu.validate import ValidationSettings, plant_canaries, prepare_models
 
 TINY = [
     "--n-records", "100",
@@ -72,10 +76,43 @@ def test_validate_writes_markdown_table(validation, report):
 
 def test_validate_rerun_skips_training(validation):
     out, _ = validation
-    checkpoint = out / "models" / "target" / "checkpoints" / "epoch_2.pt"
+    checkpoint = out / "target" / "checkpoints" / "epoch_2.pt"
     before = checkpoint.stat().st_mtime_ns
     CliRunner().invoke(main, ["validate", "--out", str(out), "--quiet", *TINY])
     assert checkpoint.stat().st_mtime_ns == before
+
+
+def _failed(checks):
+    return [f"{c.expectation}: {c.measured}" for c in checks if not c.passed]
+
+
+def test_validity_members_show_memorization(scene_validation):
+    checks = scene_validation["members"]
+    assert len(checks) == 2
+    assert _failed(checks) == []
+
+
+def test_validity_non_members_show_none(scene_validation):
+    checks = scene_validation["non-members"]
+    assert len(checks) == 4
+    assert _failed(checks) == []
+
+
+def test_validity_text_randomization_halves_signal(scene_validation):
+    checks = scene_validation["text randomization"]
+    assert len(checks) == 1
+    assert _failed(checks) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="five repeats do not raise the canaries' recall gaps measurably at "
+    "these sizes; docs/validation.md has the measurements",
+)
+def test_validity_canaries_stand_out(scene_validation):
+    checks = scene_validation["canaries"]
+    assert len(checks) == 1
+    assert _failed(checks) == []
 
 
 def test_plant_canaries_picks_rare_unmentioned_objects(scene_models, tmp_path):
@@ -90,3 +127,9 @@ def test_plant_canaries_picks_rare_unmentioned_objects(scene_models, tmp_path):
         set(o) - set(m) for o, m in zip(canaries["objects"], canaries["mentioned"])
     ]
     assert all(hidden)
+
+
+def test_prepare_models_rejects_unknown_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'teacher'"):
+        prepare_models(tmp_path / "run", ValidationSettings(), names=["teacher"])
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,136 @@
+"""Follow the canary check of `dejavu validate` across training epochs.
+
+Trains a target on a target split with planted canaries (rare unmentioned objects,
+repeated in training) and a reference on a disjoint split, keeping a checkpoint
+every ``--every`` epochs. Every checkpoint pair is audited with ground-truth labels,
+and for each k the script prints member PRG, member-minus-control PRG, and the
+one-sided Mann-Whitney p-value of the canaries' recall gaps against the other
+members'. docs/validation.md reports its output.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python scripts/canary_epochs.py --out runs/canary-epochs
+    python scripts/canary_epochs.py --out runs/canary-2000 --records 2000 \\
+        --epochs 8 --every 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+from dejavu.audit import AuditConfig, run_audit
+from dejavu.data.scenes import write_scenes
+from dejavu.train import train_clips
+from dejavu.validate import plant_canaries
+
+K = (1, 5, 10)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--records", type=int, default=400)
+    parser.add_argument("--public", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--canaries", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    scenes = args.out / "scenes"
+    canary_set = scenes / "target_canaries.parquet"
+    if not canary_set.exists():
+        write_scenes(
+            scenes,
+            n_target=args.records,
+            n_reference=args.records,
+            n_control=args.records,
+            n_public=args.public,
+            seed=args.seed,
+            formats=("manifest",),
+            overwrite=True,
+            progress=False,
+        )
+        plant_canaries(
+            scenes / "target.parquet",
+            canary_set,
+            n_canaries=args.canaries,
+            repeats=args.repeats,
+            seed=args.seed,
+        )
+
+    runs = []
+    for name, data in (
+        ("target", canary_set),
+        ("reference", scenes / "reference.parquet"),
+    ):
+        if not (args.out / name / "checkpoints" / f"epoch_{args.epochs}.pt").exists():
+            runs.append(
+                {
+                    "data": data,
+                    "out": args.out / name,
+                    "model": "dejavu-tiny-vit",
+                    "epochs": args.epochs,
+                    "batch_size": 64,
+                    "seed": args.seed,
+                    "device": "cpu",
+                    "save_every": args.every,
+                }
+            )
+    train_clips(runs, jobs=2)
+
+    planted = pd.read_parquet(canary_set, columns=["id", "canary"])
+    canaries = set(planted.loc[planted["canary"], "id"])
+    for epoch in range(args.every, args.epochs + 1, args.every):
+        run_dir = args.out / "audits" / f"epoch_{epoch}"
+        if not (run_dir / "summary.json").exists():
+            checkpoint = f"checkpoints/epoch_{epoch}.pt"
+            run_audit(
+                AuditConfig(
+                    target=str(args.out / "target" / checkpoint),
+                    reference=str(args.out / "reference" / checkpoint),
+                    target_set=str(canary_set),
+                    control_set=str(scenes / "control.parquet"),
+                    public_set=str(scenes / "public.parquet"),
+                    out=str(run_dir),
+                    k=list(K),
+                    bootstrap=200,
+                    seed=args.seed,
+                    device="cpu",
+                    progress=False,
+                    write_report=False,
+                    overwrite=True,
+                )
+            )
+        print(f"epoch {epoch}")
+        for line in _epoch_lines(run_dir, canaries):
+            print(f"  {line}")
+
+
+def _epoch_lines(run_dir: Path, canaries: set) -> list[str]:
+    results = json.loads((run_dir / "summary.json").read_text())["results"]
+    records = pd.read_parquet(run_dir / "records.parquet")
+    members = records[records["set"] == "members"]
+    is_canary = members["id"].isin(canaries).to_numpy()
+    lines = []
+    for k in K:
+        by_set = {e["set"]: e for e in results if e["k"] == k}
+        gap = members[f"target_k{k}_recall"] - members[f"reference_k{k}_recall"]
+        test = mannwhitneyu(gap[is_canary], gap[~is_canary], alternative="greater")
+        lines.append(
+            f"k={k}: member PRG {by_set['members']['prg']['value']:+.3f}, "
+            f"difference {by_set['difference']['prg']['value']:+.3f}, "
+            f"recall gap canaries {gap[is_canary].mean():+.3f} vs "
+            f"others {gap[~is_canary].mean():+.3f}, p = {test.pvalue:.2g}"
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    main()
