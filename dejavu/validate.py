@@ -193,7 +193,7 @@ def prepare_models(
     from dejavu.train import train_clips
 
     settings = settings or ValidationSettings()
-    names = list(MODELS) if names is None else list(names)
+    names = list(MODELS) if names is None else list(dict.fromkeys(names))
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         raise ValueError(
@@ -264,8 +264,13 @@ def prepare_models(
 
 
 def _recipe(settings: ValidationSettings) -> dict:
-    """Return every setting that changes results; `jobs` changes only the speed."""
-    return {key: v for key, v in asdict(settings).items() if key != "jobs"}
+    """Return every setting that changes results; `jobs` changes only the speed.
+
+    The model and audit tables are part of it, so a folder written with other
+    tables is not mistaken for a finished stage.
+    """
+    recipe = {key: v for key, v in asdict(settings).items() if key != "jobs"}
+    return {**recipe, "models": MODELS, "audits": AUDITS}
 
 
 def plant_canaries(

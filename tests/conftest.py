@@ -4,8 +4,9 @@ The session fixture :func:`scene_models` generates a small scene data set and tr
 one target and one reference tiny ViT CLIP on disjoint splits: the members case of
 the validity check (:mod:`dejavu.validate`) at small settings. It is built once per
 test session (a few minutes on 2 CPU cores) and reused by every end-to-end test.
-Set ``DEJAVU_FIXTURE_DIR`` to a folder to keep it between sessions while developing;
-a folder built with other settings is emptied and rebuilt.
+Set ``DEJAVU_FIXTURE_DIR`` to a folder to keep it between sessions while developing.
+A folder built with other settings, or holding anything else, is an error: delete it
+or pick another.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ def _build_scene_models(root: Path) -> SceneModels:
         root,
         fixture_settings(),
         names=("target", "reference"),
-        overwrite=True,
         progress=False,
     )
     scenes = root / "scenes"
