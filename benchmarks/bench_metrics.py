@@ -157,6 +157,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.repeats < 1 or args.python_records < 1:
+        parser.error("--repeats and --python-records must be at least 1")
 
     data = make_data(args.records, args.public, args.labels, args.k, args.seed)
     start = time.perf_counter()

@@ -135,7 +135,9 @@ def prepare_run_dir(
         Every setting that affects the folder's content. A folder written by the same
         command with equal settings is reused so that a rerun resumes.
     overwrite : bool, default=False
-        Empty a folder that contains anything else instead of raising.
+        Empty a folder that dejavu wrote with another command or other settings
+        instead of raising. A non-empty folder without a dejavu stamp is never
+        emptied.
 
     Returns
     -------
@@ -145,9 +147,12 @@ def prepare_run_dir(
     Raises
     ------
     OutputDirError
-        If the folder is not empty, was not written with the same command and
-        settings, and ``overwrite`` is false; or if it cannot be created.
+        If `path` is an empty string; if the folder is not empty and was not
+        written by dejavu; if it was written with another command or other
+        settings and ``overwrite`` is false; or if it cannot be created.
     """
+    if not str(path).strip():
+        raise OutputDirError("output folder is an empty string; pass a folder path")
     path = Path(path)
     stamp = {"command": command, "settings_hash": stable_hash(settings)}
     if path.exists() and not path.is_dir():
@@ -159,10 +164,14 @@ def prepare_run_dir(
         same = previous is not None and all(
             previous.get(key) == value for key, value in stamp.items()
         )
+        # Only a folder that dejavu wrote is ever emptied, whatever `overwrite` says.
+        if previous is None:
+            raise OutputDirError(
+                f"output folder {path} is not empty and was not written by dejavu; "
+                "choose another folder, or empty it yourself"
+            )
         if not same and not overwrite:
-            if previous is None:
-                why = "is not empty and was not written by dejavu"
-            elif previous.get("command") != command:
+            if previous.get("command") != command:
                 why = f"was written by 'dejavu {previous.get('command')}'"
             else:
                 why = "was written with different settings"

@@ -1148,6 +1148,13 @@ def demo(out, config, overwrite, quiet) -> None:
     help="Training epochs of every model.",
 )
 @click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Training batch size of every model; at most --n-records.",
+)
+@click.option(
     "--text-mask-rate",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.5,
@@ -1170,7 +1177,7 @@ def demo(out, config, overwrite, quiet) -> None:
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seed of the data, the training and the bootstrap.",
@@ -1185,6 +1192,7 @@ def validate(
     n_records,
     n_public,
     epochs,
+    batch_size,
     text_mask_rate,
     n_canaries,
     bootstrap,
@@ -1205,6 +1213,7 @@ def validate(
         n_records=n_records,
         n_public=n_public,
         epochs=epochs,
+        batch_size=batch_size,
         text_mask_rate=text_mask_rate,
         n_canaries=n_canaries,
         bootstrap=bootstrap,
@@ -1215,7 +1224,10 @@ def validate(
     click.echo(format_checks(checks))
     failed = [c for c in checks if not c.passed]
     if failed:
-        raise click.ClickException(f"{len(failed)} of {len(checks)} checks failed")
+        raise click.ClickException(
+            f"{len(failed)} of {len(checks)} checks failed; details in "
+            f"{out}/validation.md"
+        )
     click.echo(f"all {len(checks)} checks passed; details in {out}/validation.md")
 
 

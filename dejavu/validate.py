@@ -40,6 +40,7 @@ from dejavu._io import (
     write_json,
     write_text,
 )
+from dejavu.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ def prepare_models(
         raise ValueError(
             f"unknown model {unknown[0]!r}; expected one of {list(MODELS)}"
         )
+    _check_settings(settings)
     recipe = _recipe(settings)
     out = prepare_run_dir(out, "validate", recipe, overwrite=overwrite)
     stages = StageRecords(out)
@@ -263,6 +265,25 @@ def prepare_models(
     return checkpoints
 
 
+def _check_settings(settings: ValidationSettings) -> None:
+    """Raise InputError for settings that would fail only after scenes are made."""
+    from dejavu.train import resolve_device
+
+    n = settings.n_records
+    if settings.batch_size > n:
+        raise InputError(
+            f"batch size {settings.batch_size} is larger than the {n} records per "
+            f"split; use at least {settings.batch_size} records or a batch size of "
+            f"at most {n}"
+        )
+    if not 1 <= settings.n_canaries <= n // 2:
+        raise InputError(
+            f"{settings.n_canaries} canaries cannot be planted among {n} records; "
+            f"use between 1 and {n // 2} canaries, so that most members are not"
+        )
+    resolve_device(settings.device)
+
+
 def _recipe(settings: ValidationSettings) -> dict:
     """Return every setting that changes results; `jobs` changes only the speed.
 
@@ -314,6 +335,11 @@ def plant_canaries(
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(len(frame)), np.asarray(rarity, dtype=float)))
     canaries = [i for i in order if np.isfinite(rarity[i])][:n_canaries]
+    if len(canaries) < n_canaries:
+        raise InputError(
+            f"{source}: only {len(canaries)} records have an object their caption "
+            f"does not name, so {n_canaries} canaries cannot be planted; plant fewer"
+        )
 
     frame = frame.copy()
     frame["image"] = [str((source.parent / p).resolve()) for p in frame["image"]]
@@ -429,5 +455,8 @@ def format_checks(checks: list[Check]) -> str:
     ]
     for c in checks:
         result = "pass" if c.passed else "FAIL"
-        lines.append(f"| {c.case} | {c.expectation} | {c.measured} | {result} |")
+        cells = [c.case, c.expectation, c.measured, result]
+        # A bare "|" inside a cell, as in |PPG|, would split it.
+        row = " | ".join(cell.replace("|", "\\|") for cell in cells)
+        lines.append(f"| {row} |")
     return "\n".join(lines) + "\n"

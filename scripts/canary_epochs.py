@@ -29,19 +29,33 @@ from dejavu.train import train_clips
 from dejavu.validate import plant_canaries
 
 K = (1, 5, 10)
+BATCH_SIZE = 64
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--records", type=int, default=400)
-    parser.add_argument("--public", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--every", type=int, default=5)
-    parser.add_argument("--canaries", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument(
+        "--records", type=int, default=400, help="records per split (at least 64)"
+    )
+    parser.add_argument("--public", type=int, default=3000, help="public images")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs")
+    parser.add_argument(
+        "--every", type=int, default=5, help="epochs between audited checkpoints"
+    )
+    parser.add_argument("--canaries", type=int, default=20, help="planted canaries")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="appearances of a canary per epoch"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     args = parser.parse_args()
+    if args.records < BATCH_SIZE:
+        parser.error(f"--records must be at least the batch size, {BATCH_SIZE}")
+    if not 1 <= args.every <= args.epochs:
+        parser.error("--every must be between 1 and --epochs")
+    if not 1 <= args.canaries <= args.records // 2:
+        parser.error("--canaries must be between 1 and half of --records")
+    _check_folder(args)
 
     scenes = args.out / "scenes"
     canary_set = scenes / "target_canaries.parquet"
@@ -77,7 +91,7 @@ def main():
                     "out": args.out / name,
                     "model": "dejavu-tiny-vit",
                     "epochs": args.epochs,
-                    "batch_size": 64,
+                    "batch_size": BATCH_SIZE,
                     "seed": args.seed,
                     "device": "cpu",
                     "save_every": args.every,
@@ -87,7 +101,9 @@ def main():
 
     planted = pd.read_parquet(canary_set, columns=["id", "canary"])
     canaries = set(planted.loc[planted["canary"], "id"])
-    for epoch in range(args.every, args.epochs + 1, args.every):
+    # Checkpoints kept by save_every, and the final one.
+    epochs = sorted({*range(args.every, args.epochs + 1, args.every), args.epochs})
+    for epoch in epochs:
         run_dir = args.out / "audits" / f"epoch_{epoch}"
         if not (run_dir / "summary.json").exists():
             checkpoint = f"checkpoints/epoch_{epoch}.pt"
@@ -113,6 +129,23 @@ def main():
             print(f"  {line}")
 
 
+def _check_folder(args) -> None:
+    """Record the settings in the run folder, and stop if it contains other ones."""
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    record = args.out / "settings.json"
+    if record.exists():
+        previous = json.loads(record.read_text())
+        if previous != settings:
+            raise SystemExit(
+                f"error: {args.out} was made with other settings ({previous}); "
+                "choose another --out"
+            )
+    elif args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"error: {args.out} is not empty; choose another --out")
+    args.out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings))
+
+
 def _epoch_lines(run_dir: Path, canaries: set) -> list[str]:
     results = json.loads((run_dir / "summary.json").read_text())["results"]
     records = pd.read_parquet(run_dir / "records.parquet")
@@ -125,7 +158,7 @@ def _epoch_lines(run_dir: Path, canaries: set) -> list[str]:
         test = mannwhitneyu(gap[is_canary], gap[~is_canary], alternative="greater")
         lines.append(
             f"k={k}: member PRG {by_set['members']['prg']['value']:+.3f}, "
-            f"difference {by_set['difference']['prg']['value']:+.3f}, "
+            f"member-minus-control PRG {by_set['difference']['prg']['value']:+.3f}, "
             f"recall gap canaries {gap[is_canary].mean():+.3f} vs "
             f"others {gap[~is_canary].mean():+.3f}, p = {test.pvalue:.2g}"
         )

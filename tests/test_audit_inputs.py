@@ -152,5 +152,13 @@ def test_audit_refuses_foreign_output_folder(sets):
     (sets / "run").mkdir()
     (sets / "run" / "keep.txt").write_text("precious")
     result = _audit(sets)
-    _assert_clean_failure(result, "not empty", "--overwrite")
+    _assert_clean_failure(result, "not empty", "not written by dejavu")
+    assert (sets / "run" / "keep.txt").read_text() == "precious"
+
+
+def test_audit_overwrite_keeps_foreign_output_folder(sets):
+    (sets / "run").mkdir()
+    (sets / "run" / "keep.txt").write_text("precious")
+    result = _audit(sets, "--overwrite")
+    _assert_clean_failure(result, "not written by dejavu", "empty it yourself")
     assert (sets / "run" / "keep.txt").read_text() == "precious"

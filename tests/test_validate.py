@@ -16,6 +16,7 @@ shows whether all passed.
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -72,6 +73,10 @@ def test_validate_writes_markdown_table(validation, report):
     table = (out / "validation.md").read_text()
     # A header row, a separator row, then one row per check.
     assert len(table.splitlines()) == len(report["checks"]) + 2
+    for row in table.splitlines():
+        # Four cells: escaped pipes, as in \|PPG\|, do not split a cell.
+        cells = re.split(r"(?<!\\)\|", row.strip())[1:-1]
+        assert len(cells) == 4, row
 
 
 def test_validate_rerun_skips_training(validation):
@@ -133,3 +138,48 @@ def test_prepare_models_rejects_unknown_name(tmp_path):
     with pytest.raises(ValueError, match="unknown model 'teacher'"):
         prepare_models(tmp_path / "run", ValidationSettings(), names=["teacher"])
     assert not (tmp_path / "run").exists()
+
+
+def test_validate_rejects_empty_output_path(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("keep")
+    monkeypatch.chdir(tmp_path)
+    args = ["validate", "--out", "", "--overwrite", "--quiet", *TINY]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "empty string" in result.output
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+
+
+def test_validate_overwrite_keeps_foreign_folder(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    args = ["validate", "--out", str(out), "--overwrite", "--quiet", *TINY]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "not written by dejavu" in result.output
+    assert (out / "notes.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--n-records", "30", "batch size 64 is larger than the 30 records"),
+        ("--n-canaries", "60", "60 canaries cannot be planted among 100 records"),
+        ("--device", "banana", "device 'banana' is invalid"),
+    ],
+)
+def test_validate_rejects_bad_settings_before_work(tmp_path, option, value, message):
+    out = tmp_path / "run"
+    args = ["validate", "--out", str(out), "--quiet", *TINY, option, value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert not (out / "scenes").exists()
+
+
+def test_validate_rejects_negative_seed(tmp_path):
+    args = ["validate", "--out", str(tmp_path / "run"), *TINY, "--seed", "-1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "--seed" in result.output
