@@ -48,6 +48,11 @@ def main():
         "--repeats", type=int, default=5, help="appearances of a canary per epoch"
     )
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
+    parser.add_argument(
+        "--model",
+        default="dejavu-tiny-vit",
+        help="model of both CLIPs: a dejavu or open_clip name, or a config JSON file",
+    )
     args = parser.parse_args()
     if args.records < BATCH_SIZE:
         parser.error(f"--records must be at least the batch size, {BATCH_SIZE}")
@@ -89,7 +94,7 @@ def main():
                 {
                     "data": data,
                     "out": args.out / name,
-                    "model": "dejavu-tiny-vit",
+                    "model": args.model,
                     "epochs": args.epochs,
                     "batch_size": BATCH_SIZE,
                     "seed": args.seed,
