@@ -3,9 +3,10 @@
 Every command that writes a folder follows the same rules. The folder contains a
 ``.dejavu-run.json`` stamp naming the command and a hash of its settings. A rerun with
 the same command and settings reuses the folder, which is how interrupted runs resume.
-Any other non-empty folder is rejected unless ``overwrite=True``, which empties it
-first. Files are written under a temporary name in the same folder and renamed into
-place, so a reader never sees half a file.
+A folder written by another command or with other settings is rejected unless
+``overwrite=True``, which empties it first. A non-empty folder without a stamp is
+always rejected and never emptied. Files are written under a temporary name in the
+same folder and renamed into place, so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ def prepare_run_dir(
                 why = f"was written by 'dejavu {previous.get('command')}'"
             else:
                 why = "was written with different settings"
+                changed = _changed_settings(previous.get("settings"), settings)
+                if changed:
+                    why += f" ({changed})"
             raise OutputDirError(
                 f"output folder {path} {why}; choose another folder or pass "
                 "--overwrite to replace its contents"
@@ -190,6 +194,22 @@ def prepare_run_dir(
             "choose a folder you can write to"
         ) from err
     return path
+
+
+def _changed_settings(previous: Any, settings: Mapping[str, Any]) -> str:
+    """Describe up to three settings that differ from a stamp's, or return ''."""
+    if not isinstance(previous, dict):
+        return ""
+    # Compare as JSON values, the form in which the stamp stored them.
+    current = json.loads(json.dumps(dict(settings), default=_json_default))
+    keys = sorted(set(previous) | set(current))
+    changed = [
+        f"{key}: {previous.get(key)!r} then, {current.get(key)!r} now"
+        for key in keys
+        if previous.get(key) != current.get(key)
+    ]
+    more = f", and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return "; ".join(changed[:3]) + more
 
 
 def _read_stamp(path: Path) -> dict | None:

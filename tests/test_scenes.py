@@ -461,8 +461,10 @@ def test_rerun_with_same_settings_reuses_folder(scene_dir):
 
 
 def test_other_settings_reject_written_folder(scene_dir):
-    with pytest.raises(OutputDirError, match="different settings"):
+    with pytest.raises(OutputDirError, match="different settings") as error:
         write_scenes(scene_dir, n_target=2, seed=9, progress=False)
+    # The message names what changed.
+    assert "seed: 3 then, 9 now" in str(error.value)
 
 
 def test_overwrite_replaces_folder(tmp_path):
