@@ -148,9 +148,9 @@ def prepare_run_dir(
     Raises
     ------
     OutputDirError
-        If `path` is an empty string; if the folder is not empty and was not
-        written by dejavu; if it was written with another command or other
-        settings and ``overwrite`` is false; or if it cannot be created.
+        If `path` is an empty string, or the folder cannot be created. Also if
+        the folder is not empty and was not written by dejavu, or was written
+        with another command or other settings while ``overwrite`` is false.
     """
     if not str(path).strip():
         raise OutputDirError("output folder is an empty string; pass a folder path")
@@ -165,7 +165,7 @@ def prepare_run_dir(
         same = previous is not None and all(
             previous.get(key) == value for key, value in stamp.items()
         )
-        # Only a folder that dejavu wrote is ever emptied, whatever `overwrite` says.
+        # Only a folder that dejavu wrote is ever emptied, even with `overwrite`.
         if previous is None:
             raise OutputDirError(
                 f"output folder {path} is not empty and was not written by dejavu; "
