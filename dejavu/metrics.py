@@ -35,7 +35,8 @@ RANKINGS = ("min_dist", "correct", "gap")
 """Record rankings for the top-L scores, in the order they are reported."""
 
 _WORD_BITS = 64
-# Bytes of gathered label words per block of records; fits a core's L2 cache.
+# Bytes of gathered label words per block of records (256 KiB), small enough to
+# stay in a typical per-core L2 cache (an estimate, not measured per machine).
 _GATHER_BLOCK_BYTES = 2**18
 # Bits per block when predicted labels are unpacked; small enough for the cache.
 _UNPACK_BLOCK_ELEMENTS = 2**23

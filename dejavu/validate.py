@@ -357,8 +357,6 @@ def evaluate_checks(
     """Compare the audits of each case with its expectation."""
     import json
 
-    from scipy.stats import mannwhitneyu
-
     def entry(case, set_name, k):
         summary = json.loads((runs[case] / "summary.json").read_text())
         return next(
@@ -410,24 +408,61 @@ def evaluate_checks(
         )
     )
 
-    records = pd.read_parquet(runs["canaries"] / "records.parquet")
-    records = records[records["set"] == "members"]
     planted = pd.read_parquet(canary_manifest, columns=["id", "canary"])
     canaries = set(planted.loc[planted["canary"], "id"])
-    gap = records[f"target_k{k_max}_recall"] - records[f"reference_k{k_max}_recall"]
-    is_canary = records["id"].isin(canaries).to_numpy()
-    test = mannwhitneyu(gap[is_canary], gap[~is_canary], alternative="greater")
+    test = compare_canaries(runs["canaries"], canaries, k_max)
     checks.append(
         Check(
             "canaries",
             f"canaries' recall gaps at k={k_max} exceed other members' "
             "(one-sided Mann-Whitney p < 0.01)",
-            f"p = {test.pvalue:.2g}; mean gap {gap[is_canary].mean():+.3f} "
-            f"({int(is_canary.sum())} canaries) vs {gap[~is_canary].mean():+.3f}",
-            bool(test.pvalue < 0.01),
+            f"p = {test.p_value:.2g}; mean gap {test.canary_gap:+.3f} "
+            f"({test.n_canaries} canaries) vs {test.other_gap:+.3f}",
+            bool(test.p_value < 0.01),
         )
     )
     return checks
+
+
+@dataclass
+class CanaryTest:
+    """Canaries' recall gaps against the other members' in one audit."""
+
+    p_value: float  # one-sided Mann-Whitney: canaries' gaps are larger
+    canary_gap: float  # mean recall gap (target minus reference) of the canaries
+    other_gap: float  # the same for the other members
+    n_canaries: int
+
+
+def compare_canaries(run_dir: str | os.PathLike, canaries: set, k: int) -> CanaryTest:
+    """Test whether the canaries' recall gaps at `k` exceed the other members'.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        Audit run folder with ``records.parquet``.
+    canaries : set of str
+        Ids of the canary records among the members.
+    k : int
+        Number of neighbours of the recall gaps; one of the audit's k.
+
+    Returns
+    -------
+    CanaryTest
+    """
+    from scipy.stats import mannwhitneyu
+
+    records = pd.read_parquet(Path(run_dir) / "records.parquet")
+    members = records[records["set"] == "members"]
+    gap = members[f"target_k{k}_recall"] - members[f"reference_k{k}_recall"]
+    is_canary = members["id"].isin(canaries).to_numpy()
+    test = mannwhitneyu(gap[is_canary], gap[~is_canary], alternative="greater")
+    return CanaryTest(
+        p_value=float(test.pvalue),
+        canary_gap=float(gap[is_canary].mean()),
+        other_gap=float(gap[~is_canary].mean()),
+        n_canaries=int(is_canary.sum()),
+    )
 
 
 def _interval(value: dict) -> str:

@@ -21,12 +21,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from scipy.stats import mannwhitneyu
 
+from dejavu._io import prepare_run_dir
 from dejavu.audit import AuditConfig, run_audit
 from dejavu.data.scenes import write_scenes
+from dejavu.errors import DejavuError
 from dejavu.train import train_clips
-from dejavu.validate import plant_canaries
+from dejavu.validate import compare_canaries, plant_canaries
 
 K = (1, 5, 10)
 BATCH_SIZE = 64
@@ -53,6 +54,11 @@ def main():
         default="dejavu-tiny-vit",
         help="model of both CLIPs: a dejavu or open_clip name, or a config JSON file",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run folder made with other settings",
+    )
     args = parser.parse_args()
     if args.records < BATCH_SIZE:
         parser.error(f"--records must be at least the batch size, {BATCH_SIZE}")
@@ -60,7 +66,17 @@ def main():
         parser.error("--every must be between 1 and --epochs")
     if not 1 <= args.canaries <= args.records // 2:
         parser.error("--canaries must be between 1 and half of --records")
-    _check_folder(args)
+    # The run folder is stamped like a dejavu command's, so a rerun with the same
+    # settings resumes and one with other settings stops.
+    settings = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("out", "overwrite")
+    }
+    try:
+        prepare_run_dir(args.out, "canary-epochs", settings, overwrite=args.overwrite)
+    except DejavuError as err:
+        parser.error(str(err))
 
     scenes = args.out / "scenes"
     canary_set = scenes / "target_canaries.parquet"
@@ -134,38 +150,17 @@ def main():
             print(f"  {line}")
 
 
-def _check_folder(args) -> None:
-    """Record the settings in the run folder, and stop if it contains other ones."""
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
-    record = args.out / "settings.json"
-    if record.exists():
-        previous = json.loads(record.read_text())
-        if previous != settings:
-            raise SystemExit(
-                f"error: {args.out} was made with other settings ({previous}); "
-                "choose another --out"
-            )
-    elif args.out.exists() and any(args.out.iterdir()):
-        raise SystemExit(f"error: {args.out} is not empty; choose another --out")
-    args.out.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings))
-
-
 def _epoch_lines(run_dir: Path, canaries: set) -> list[str]:
     results = json.loads((run_dir / "summary.json").read_text())["results"]
-    records = pd.read_parquet(run_dir / "records.parquet")
-    members = records[records["set"] == "members"]
-    is_canary = members["id"].isin(canaries).to_numpy()
     lines = []
     for k in K:
         by_set = {e["set"]: e for e in results if e["k"] == k}
-        gap = members[f"target_k{k}_recall"] - members[f"reference_k{k}_recall"]
-        test = mannwhitneyu(gap[is_canary], gap[~is_canary], alternative="greater")
+        test = compare_canaries(run_dir, canaries, k)
         lines.append(
             f"k={k}: member PRG {by_set['members']['prg']['value']:+.3f}, "
             f"member-minus-control PRG {by_set['difference']['prg']['value']:+.3f}, "
-            f"recall gap canaries {gap[is_canary].mean():+.3f} vs "
-            f"others {gap[~is_canary].mean():+.3f}, p = {test.pvalue:.2g}"
+            f"recall gap canaries {test.canary_gap:+.3f} vs "
+            f"others {test.other_gap:+.3f}, p = {test.p_value:.2g}"
         )
     return lines
 

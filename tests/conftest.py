@@ -5,7 +5,7 @@ one target and one reference tiny ViT CLIP on disjoint splits: the members case 
 the validity check (:mod:`dejavu.validate`) at small settings. It is built once per
 test session (a few minutes on 2 CPU cores) and reused by every end-to-end test.
 Set ``DEJAVU_FIXTURE_DIR`` to a folder to keep it between sessions while developing.
-A folder built with other settings, or holding anything else, is an error: delete it
+A folder built with other settings, or containing anything else, is an error: delete it
 or pick another.
 """
 

@@ -447,7 +447,7 @@ def test_rank_records_matches_python(ranking):
 
 @pytest.mark.parametrize("ranking", ["min_dist", "correct", "gap"])
 @pytest.mark.parametrize("size", [1, 7, 50, 333, 500])
-def test_head_of_ranking_is_prefix_of_full_ranking(ranking, size):
+def test_head_of_ranking_matches_full_ranking(ranking, size):
     # Many ties in min_dist and in the counts, so the cut falls inside tie groups.
     rng = np.random.default_rng(size)
     n = 500
