@@ -28,6 +28,7 @@ import math
 import time
 
 import numpy as np
+from scipy.stats import binomtest
 
 from dejavu.metrics import (
     SetScores,
@@ -224,11 +225,18 @@ def main():
     expected, _ = score_python(data, n_python, args.k)
     for name in ("ppg", "prg", "aucg"):
         assert math.isclose(entry[name]["value"], expected[name], abs_tol=1e-9), name
+    for name, metric in (("ppg", "precision"), ("prg", "recall")):
+        wins, losses = expected[f"{metric}_wins"], expected[f"{metric}_losses"]
+        p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+        assert math.isclose(entry[f"{name}_p_value"], p_value, rel_tol=1e-9), name
     for item in entry["top_l"]:
         gaps = expected[(item["ranking"], item["fraction"])]
         assert math.isclose(item["precision_gap"]["value"], gaps[0], abs_tol=1e-9)
         assert math.isclose(item["recall_gap"]["value"], gaps[1], abs_tol=1e-9)
-    print("PPG, PRG, AUCG and top-L gaps agree with the Python sets on the subsample.")
+    print(
+        "PPG, PRG, AUCG, their sign-test p-values and top-L gaps agree with the "
+        "Python sets on the subsample."
+    )
 
 
 if __name__ == "__main__":
