@@ -1207,7 +1207,9 @@ def validate(
     trained with text randomization, and a target with planted canaries), audits
     them, and exits with status 1 when any expectation fails.
     """
-    from dejavu.validate import ValidationSettings, format_checks, run_validation
+    from pathlib import Path
+
+    from dejavu.validate import ValidationSettings, run_validation
 
     settings = ValidationSettings(
         n_records=n_records,
@@ -1221,7 +1223,8 @@ def validate(
         device=device,
     )
     checks = run_validation(out, settings, overwrite=overwrite, progress=not quiet)
-    click.echo(format_checks(checks))
+    # The checks' table and the canary controls, as written to the run folder.
+    click.echo(Path(out, "validation.md").read_text(encoding="utf-8"))
     failed = [c for c in checks if not c.passed]
     if failed:
         raise click.ClickException(

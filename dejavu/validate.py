@@ -18,7 +18,8 @@ models of four cases and audits each one:
    test, p below 0.01). Its reference is the one of case 1.
 
 Cases 1 and 4 use separate targets, so the members case measures plain training
-and the canaries' extra passes do not enter it.
+and the canaries' extra passes do not enter it. It also gives case 4 its controls
+(:func:`canary_controls`): the same canaries in a target trained without repeats.
 """
 
 from __future__ import annotations
@@ -150,8 +151,10 @@ def run_validation(
         stages.run(f"audit-{case}", recipe, lambda config=config: run_audit(config))
         runs[case] = run_dir
 
-    checks = evaluate_checks(runs, settings, scenes / "target_canaries.parquet")
-    _write_outputs(out, settings, checks, runs)
+    canary_manifest = scenes / "target_canaries.parquet"
+    checks = evaluate_checks(runs, settings, canary_manifest)
+    controls = canary_controls(runs, settings, canary_manifest)
+    _write_outputs(out, settings, checks, controls, runs)
     return checks
 
 
@@ -408,9 +411,7 @@ def evaluate_checks(
         )
     )
 
-    planted = pd.read_parquet(canary_manifest, columns=["id", "canary"])
-    canaries = set(planted.loc[planted["canary"], "id"])
-    test = compare_canaries(runs["canaries"], canaries, k_max)
+    test = compare_canaries(runs["canaries"], _canary_ids(canary_manifest), k_max)
     checks.append(
         Check(
             "canaries",
@@ -424,17 +425,53 @@ def evaluate_checks(
     return checks
 
 
+def canary_controls(
+    runs: dict[str, Path], settings: ValidationSettings, canary_manifest: Path
+) -> dict[str, CanaryTest]:
+    """Separate the canaries' repeats from the choice of records, at the largest k.
+
+    The canaries are chosen for a rare unmentioned object, which can make their
+    recall gaps stand out without any repeats. The members-case target trains on
+    the same records without repeats, against the same reference, so:
+
+    - ``"without_repeats"`` runs the canary test on the members audit: how far the
+      choice of records alone sets the canaries apart;
+    - ``"repeats"`` compares each record's recall gap in the canary audit with its
+      gap in the members audit: what the repeats add to the canaries, beyond the
+      change the other members see between two training runs.
+    """
+    canaries = _canary_ids(canary_manifest)
+    k_max = max(settings.k)
+    return {
+        "without_repeats": compare_canaries(runs["members"], canaries, k_max),
+        "repeats": compare_canaries(
+            runs["canaries"], canaries, k_max, baseline=runs["members"]
+        ),
+    }
+
+
+def _canary_ids(canary_manifest: Path) -> set:
+    planted = pd.read_parquet(canary_manifest, columns=["id", "canary"])
+    return set(planted.loc[planted["canary"], "id"])
+
+
 @dataclass
 class CanaryTest:
     """Canaries' recall gaps against the other members' in one audit."""
 
-    p_value: float  # one-sided Mann-Whitney: canaries' gaps are larger
-    canary_gap: float  # mean recall gap (target minus reference) of the canaries
+    p_value: float  # one-sided Mann-Whitney: canaries' values are larger
+    canary_gap: float  # canaries' mean recall gap, or its mean change from baseline
     other_gap: float  # the same for the other members
     n_canaries: int
 
 
-def compare_canaries(run_dir: str | os.PathLike, canaries: set, k: int) -> CanaryTest:
+def compare_canaries(
+    run_dir: str | os.PathLike,
+    canaries: set,
+    k: int,
+    *,
+    baseline: str | os.PathLike | None = None,
+) -> CanaryTest:
     """Test whether the canaries' recall gaps at `k` exceed the other members'.
 
     Parameters
@@ -445,23 +482,81 @@ def compare_canaries(run_dir: str | os.PathLike, canaries: set, k: int) -> Canar
         Ids of the canary records among the members.
     k : int
         Number of neighbours of the recall gaps; one of the audit's k.
+    baseline : path-like, optional
+        Audit of the same members by a target trained without repeats, against
+        the same reference. When given, each record's value is the change of its
+        recall gap from the baseline, so the test checks whether the repeats raised
+        the canaries' gaps more than the other members', whatever made the
+        canaries stand out before. The test assumes that without repeats the two
+        targets would differ alike on canaries and other members. Baseline
+        records that `run_dir` lacks are ignored.
 
     Returns
     -------
     CanaryTest
+
+    Raises
+    ------
+    InputError
+        If a canary is not among the scored members, if no other member is, or
+        if the baseline lacks a member or used another reference.
     """
     from scipy.stats import mannwhitneyu
 
-    records = pd.read_parquet(Path(run_dir) / "records.parquet")
-    members = records[records["set"] == "members"]
-    gap = members[f"target_k{k}_recall"] - members[f"reference_k{k}_recall"]
-    is_canary = members["id"].isin(canaries).to_numpy()
-    test = mannwhitneyu(gap[is_canary], gap[~is_canary], alternative="greater")
+    members = _member_recalls(run_dir, k)
+    gap = members["target"] - members["reference"]
+    if baseline is not None:
+        before = _member_recalls(baseline, k).reindex(members.index)
+        missing = before.index[before["target"].isna()]
+        if len(missing):
+            raise InputError(
+                f"{baseline}: the baseline audit lacks {len(missing)} members of "
+                f"{run_dir}, for example {missing[0]!r}; audit the same records"
+            )
+        other_reference = before.index[
+            ~np.isclose(before["reference"], members["reference"])
+        ]
+        if len(other_reference):
+            raise InputError(
+                f"{baseline}: the reference's recall differs from that in {run_dir} "
+                f"for {len(other_reference)} members, for example "
+                f"{other_reference[0]!r}; audit both targets against the same "
+                "reference with the same settings"
+            )
+        gap = gap - (before["target"] - before["reference"])
+
+    unknown = sorted(set(canaries) - set(members.index))
+    if unknown:
+        raise InputError(
+            f"{run_dir}: {len(unknown)} canary ids are not among the scored members, "
+            f"for example {unknown[0]!r}; pass ids of audited records that have "
+            "objects"
+        )
+    is_canary = members.index.isin(canaries)
+    if is_canary.all():
+        raise InputError(
+            f"{run_dir}: every scored member is a canary, so there are no other "
+            "members to compare with; plant fewer canaries"
+        )
+    values = gap.to_numpy()
+    test = mannwhitneyu(values[is_canary], values[~is_canary], alternative="greater")
     return CanaryTest(
         p_value=float(test.pvalue),
-        canary_gap=float(gap[is_canary].mean()),
-        other_gap=float(gap[~is_canary].mean()),
+        canary_gap=float(values[is_canary].mean()),
+        other_gap=float(values[~is_canary].mean()),
         n_canaries=int(is_canary.sum()),
+    )
+
+
+def _member_recalls(run_dir, k: int) -> pd.DataFrame:
+    """Members' recall at `k` under the target and the reference, indexed by id."""
+    records = pd.read_parquet(Path(run_dir) / "records.parquet")
+    members = records[records["set"] == "members"].set_index("id")
+    return pd.DataFrame(
+        {
+            "target": members[f"target_k{k}_recall"],
+            "reference": members[f"reference_k{k}_recall"],
+        }
     )
 
 
@@ -469,17 +564,38 @@ def _interval(value: dict) -> str:
     return f"{value['value']:+.3f} [{value['ci_low']:+.3f}, {value['ci_high']:+.3f}]"
 
 
-def _write_outputs(out: Path, settings, checks: list[Check], runs) -> None:
+def _write_outputs(out: Path, settings, checks: list[Check], controls, runs) -> None:
     write_json(
         out / "validation.json",
         {
             "settings": asdict(settings),
             "checks": [asdict(c) for c in checks],
             "passed": all(c.passed for c in checks),
+            "canary_controls": {name: asdict(t) for name, t in controls.items()},
             "runs": {case: str(path) for case, path in runs.items()},
         },
     )
-    write_text(out / "validation.md", format_checks(checks))
+    k_max = max(settings.k)
+    text = format_checks(checks) + "\n" + format_canary_controls(controls, k_max)
+    write_text(out / "validation.md", text)
+
+
+def format_canary_controls(controls: dict[str, CanaryTest], k: int) -> str:
+    """Return the canary controls of :func:`canary_controls` as Markdown."""
+    plain, repeats = controls["without_repeats"], controls["repeats"]
+    return (
+        f"Canary controls at k={k} (not checks; one-sided Mann-Whitney, canaries "
+        "against the other members):\n\n"
+        f"- the same records in the members-case target, trained without repeats: "
+        f"p = {plain.p_value:.2g}; mean recall gap {plain.canary_gap:+.3f} vs "
+        f"{plain.other_gap:+.3f}. A low p here means these records stand out "
+        "without repeats, so a pass of the check cannot be credited to the "
+        "repeats.\n"
+        f"- change of each record's recall gap from that target to the canary "
+        f"target: p = {repeats.p_value:.2g}; mean change {repeats.canary_gap:+.3f} "
+        f"vs {repeats.other_gap:+.3f}. A low p here means the repeats raised the "
+        "canaries' gaps.\n"
+    )
 
 
 def format_checks(checks: list[Check]) -> str:
