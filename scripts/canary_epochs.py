@@ -1,11 +1,20 @@
 """Follow the canary check of `dejavu validate` across training epochs.
 
 Trains a target on a target split with planted canaries (rare unmentioned objects,
-repeated in training) and a reference on a disjoint split, keeping a checkpoint
-every ``--every`` epochs. Every checkpoint pair is audited with ground-truth labels,
-and for each k the script prints member PRG, member-minus-control PRG, and the
-one-sided Mann-Whitney p-value of the canaries' recall gaps against the other
-members'. docs/validation.md reports its output.
+repeated in training), a plain target on the same split without repeats, and a
+reference on a disjoint split, keeping a checkpoint every ``--every`` epochs. Both
+targets are audited against the reference at every checkpoint, with ground-truth
+labels. For each epoch and k the script prints member PRG and member-minus-control
+PRG of the canary target, then three one-sided Mann-Whitney tests of the canaries
+against the other members:
+
+- ``canary target``: their recall gaps, as `dejavu validate` tests them;
+- ``plain target``: the same records' recall gaps without repeats, which shows how
+  far the choice of records alone makes them stand out;
+- ``repeats``: the change of each record's recall gap from the plain target to the
+  canary target, the part the repeats add.
+
+docs/validation.md reports its output.
 
 Usage::
 
@@ -103,6 +112,7 @@ def main():
     runs = []
     for name, data in (
         ("target", canary_set),
+        ("plain", scenes / "target.parquet"),
         ("reference", scenes / "reference.parquet"),
     ):
         if not (args.out / name / "checkpoints" / f"epoch_{args.epochs}.pt").exists():
@@ -125,43 +135,53 @@ def main():
     # Checkpoints kept by save_every, and the final one.
     epochs = sorted({*range(args.every, args.epochs + 1, args.every), args.epochs})
     for epoch in epochs:
-        run_dir = args.out / "audits" / f"epoch_{epoch}"
-        if not (run_dir / "summary.json").exists():
-            checkpoint = f"checkpoints/epoch_{epoch}.pt"
-            run_audit(
-                AuditConfig(
-                    target=str(args.out / "target" / checkpoint),
-                    reference=str(args.out / "reference" / checkpoint),
-                    target_set=str(canary_set),
-                    control_set=str(scenes / "control.parquet"),
-                    public_set=str(scenes / "public.parquet"),
-                    out=str(run_dir),
-                    k=list(K),
-                    bootstrap=200,
-                    seed=args.seed,
-                    device="cpu",
-                    progress=False,
-                    write_report=False,
-                    overwrite=True,
+        checkpoint = f"checkpoints/epoch_{epoch}.pt"
+        run_dirs = {}
+        for target in ("target", "plain"):
+            run_dir = args.out / "audits" / target / f"epoch_{epoch}"
+            if not (run_dir / "summary.json").exists():
+                run_audit(
+                    AuditConfig(
+                        target=str(args.out / target / checkpoint),
+                        reference=str(args.out / "reference" / checkpoint),
+                        target_set=str(canary_set),
+                        control_set=str(scenes / "control.parquet"),
+                        public_set=str(scenes / "public.parquet"),
+                        out=str(run_dir),
+                        k=list(K),
+                        bootstrap=200,
+                        seed=args.seed,
+                        device="cpu",
+                        progress=False,
+                        write_report=False,
+                        overwrite=True,
+                    )
                 )
-            )
+            run_dirs[target] = run_dir
         print(f"epoch {epoch}")
-        for line in _epoch_lines(run_dir, canaries):
+        for line in _epoch_lines(run_dirs["target"], run_dirs["plain"], canaries):
             print(f"  {line}")
 
 
-def _epoch_lines(run_dir: Path, canaries: set) -> list[str]:
+def _epoch_lines(run_dir: Path, plain_dir: Path, canaries: set) -> list[str]:
     results = json.loads((run_dir / "summary.json").read_text())["results"]
     lines = []
     for k in K:
         by_set = {e["set"]: e for e in results if e["k"] == k}
-        test = compare_canaries(run_dir, canaries, k)
         lines.append(
             f"k={k}: member PRG {by_set['members']['prg']['value']:+.3f}, "
-            f"member-minus-control PRG {by_set['difference']['prg']['value']:+.3f}, "
-            f"recall gap canaries {test.canary_gap:+.3f} vs "
-            f"others {test.other_gap:+.3f}, p = {test.p_value:.2g}"
+            f"member-minus-control PRG {by_set['difference']['prg']['value']:+.3f}"
         )
+        tests = {
+            "canary target": compare_canaries(run_dir, canaries, k),
+            "plain target": compare_canaries(plain_dir, canaries, k),
+            "repeats": compare_canaries(run_dir, canaries, k, baseline=plain_dir),
+        }
+        for name, test in tests.items():
+            lines.append(
+                f"  {name + ':':15s}canaries {test.canary_gap:+.3f} vs others "
+                f"{test.other_gap:+.3f}, p = {test.p_value:.2g}"
+            )
     return lines
 
 
