@@ -19,7 +19,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,25 +233,45 @@ class StageRecords:
     ``run(name, settings, work)`` calls ``work`` unless ``FOLDER/.stages/NAME.json``
     records that the stage finished with equal settings, and writes that record
     when it does finish. A stage that was interrupted has no record and runs again,
-    resuming from whatever caches or checkpoints it keeps itself.
+    resuming from whatever caches or checkpoints it keeps itself. A stage given
+    its ``outputs`` also runs again when one of them has been deleted.
     """
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder) / ".stages"
 
-    def done(self, name: str, settings: Mapping[str, Any]) -> bool:
-        """Return whether stage ``name`` finished with these settings."""
+    def done(
+        self,
+        name: str,
+        settings: Mapping[str, Any],
+        outputs: Sequence[str | os.PathLike] = (),
+    ) -> bool:
+        """Return whether stage ``name`` finished with these settings.
+
+        A stage whose record matches but one of whose `outputs` is missing is not
+        done.
+        """
         try:
             record = json.loads((self.folder / f"{name}.json").read_text())
         except (OSError, ValueError):
             return False
-        return record.get("settings_hash") == stable_hash(settings)
+        if record.get("settings_hash") != stable_hash(settings):
+            return False
+        missing = [path for path in outputs if not Path(path).exists()]
+        if missing:
+            log.warning("%s: %s is missing, so the stage runs again", name, missing[0])
+            return False
+        return True
 
     def run(
-        self, name: str, settings: Mapping[str, Any], work: Callable[[], object]
+        self,
+        name: str,
+        settings: Mapping[str, Any],
+        work: Callable[[], object],
+        outputs: Sequence[str | os.PathLike] = (),
     ) -> bool:
         """Run stage ``name`` unless it is done; return whether it ran."""
-        if self.done(name, settings):
+        if self.done(name, settings, outputs):
             log.info("%s: finished in an earlier run, skipped", name)
             return False
         log.info("%s: running", name)

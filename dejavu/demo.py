@@ -109,10 +109,20 @@ def run_demo(
 
     audit = _audit_settings(out, config["audit"])
     run_dir = Path(audit["out"])
-    stages.run("audit", audit, lambda: _audit(audit, progress))
+    stages.run(
+        "audit",
+        audit,
+        lambda: _audit(audit, progress),
+        outputs=[run_dir / "summary.json", run_dir / "records.parquet"],
+    )
 
     report = config["report"]
-    stages.run("report", report, lambda: _report(run_dir, report))
+    stages.run(
+        "report",
+        report,
+        lambda: _report(run_dir, report),
+        outputs=[run_dir / "report.html"],
+    )
     return run_dir / "report.html"
 
 

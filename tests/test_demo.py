@@ -85,6 +85,17 @@ def test_demo_rerun_skips_finished_stages(demo_run, tiny_config):
     assert checkpoint.stat().st_mtime_ns == checkpoint_time
 
 
+def test_demo_rewrites_deleted_report(demo_run, tiny_config):
+    out, _ = demo_run
+    report = out / "audit" / "report.html"
+    report.unlink()
+    result = CliRunner().invoke(
+        main, ["demo", "--out", str(out), "--config", str(tiny_config), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert report.is_file()
+
+
 def test_demo_audit_section_reproduces_audit(demo_run, tiny_config):
     out, _ = demo_run
     before = json.loads((out / "audit" / "summary.json").read_text())
