@@ -1170,7 +1170,7 @@ def demo(out, config, overwrite, quiet) -> None:
 )
 @click.option(
     "--bootstrap",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=1),
     default=1000,
     show_default=True,
     help="Bootstrap resamples of every interval.",

@@ -148,7 +148,12 @@ def run_validation(
             write_report=False,
             overwrite=True,
         )
-        stages.run(f"audit-{case}", recipe, lambda config=config: run_audit(config))
+        stages.run(
+            f"audit-{case}",
+            recipe,
+            lambda config=config: run_audit(config),
+            outputs=[run_dir / "summary.json", run_dir / "records.parquet"],
+        )
         runs[case] = run_dir
 
     canary_manifest = scenes / "target_canaries.parquet"
@@ -238,14 +243,20 @@ def prepare_models(
             seed=seed,
         )
 
-    stages.run("scenes", recipe, scenes)
+    manifests = [
+        out / "scenes" / f"{split}.parquet"
+        for split in ("target", "reference", "control", "public", "target_canaries")
+    ]
+    stages.run(
+        "scenes", recipe, scenes, outputs=[*manifests, out / "other/target.parquet"]
+    )
 
     # Models train `settings.jobs` at a time, one CPU thread each.
     checkpoints, pending = {}, []
     for name in names:
         folder = out / name
         checkpoints[name] = folder / "checkpoints" / f"epoch_{settings.epochs}.pt"
-        if not stages.done(f"train-{name}", recipe):
+        if not stages.done(f"train-{name}", recipe, outputs=[checkpoints[name]]):
             pending.append(name)
     runs = []
     for name in pending:
@@ -279,10 +290,16 @@ def _check_settings(settings: ValidationSettings) -> None:
             f"split; use at least {settings.batch_size} records or a batch size of "
             f"at most {n}"
         )
-    if not 1 <= settings.n_canaries <= n // 2:
+    if not 2 <= settings.n_canaries <= n // 2:
         raise InputError(
             f"{settings.n_canaries} canaries cannot be planted among {n} records; "
-            f"use between 1 and {n // 2} canaries, so that most members are not"
+            f"use between 2 and {n // 2} canaries, so that most members are not "
+            "canaries"
+        )
+    if settings.bootstrap < 1:
+        raise InputError(
+            f"{settings.bootstrap} bootstrap resamples give no intervals, and the "
+            "members check needs one; use at least 1 (1000 by default)"
         )
     resolve_device(settings.device)
 
@@ -358,10 +375,9 @@ def evaluate_checks(
     runs: dict[str, Path], settings: ValidationSettings, canary_manifest: Path
 ) -> list[Check]:
     """Compare the audits of each case with its expectation."""
-    import json
 
     def entry(case, set_name, k):
-        summary = json.loads((runs[case] / "summary.json").read_text())
+        summary = _read_audit_file(runs[case] / "summary.json")
         return next(
             e for e in summary["results"] if e["set"] == set_name and e["k"] == k
         )
@@ -550,7 +566,7 @@ def compare_canaries(
 
 def _member_recalls(run_dir, k: int) -> pd.DataFrame:
     """Members' recall at `k` under the target and the reference, indexed by id."""
-    records = pd.read_parquet(Path(run_dir) / "records.parquet")
+    records = _read_audit_file(Path(run_dir) / "records.parquet")
     members = records[records["set"] == "members"].set_index("id")
     return pd.DataFrame(
         {
@@ -558,6 +574,22 @@ def _member_recalls(run_dir, k: int) -> pd.DataFrame:
             "reference": members[f"reference_k{k}_recall"],
         }
     )
+
+
+def _read_audit_file(path: Path):
+    """Read an audit's ``summary.json`` or ``records.parquet``."""
+    import json
+
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text(encoding="utf-8"))
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        # pyarrow's ArrowInvalid and json's JSONDecodeError are ValueErrors.
+        raise InputError(
+            f"{path} cannot be read ({err}); delete it and rerun the command that "
+            "wrote it, which recomputes it"
+        ) from err
 
 
 def _interval(value: dict) -> str:
@@ -594,7 +626,8 @@ def format_canary_controls(controls: dict[str, CanaryTest], k: int) -> str:
         f"- change of each record's recall gap from that target to the canary "
         f"target: p = {repeats.p_value:.2g}; mean change {repeats.canary_gap:+.3f} "
         f"vs {repeats.other_gap:+.3f}. A low p here means the repeats raised the "
-        "canaries' gaps.\n"
+        "canaries' gaps, if the two training runs would otherwise move canaries "
+        "and other members alike.\n"
     )
 
 

@@ -303,3 +303,32 @@ def test_validate_rejects_negative_seed(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
     assert "--seed" in result.output
+
+
+def test_validate_rejects_zero_bootstrap(tmp_path):
+    args = ["validate", "--out", str(tmp_path / "run"), *TINY, "--bootstrap", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "--bootstrap" in result.output
+
+
+def test_prepare_models_rejects_zero_bootstrap(tmp_path):
+    settings = ValidationSettings(n_records=100, bootstrap=0)
+    with pytest.raises(InputError, match="0 bootstrap resamples give no intervals"):
+        prepare_models(tmp_path / "run", settings)
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_reruns_stage_whose_output_was_deleted(validation):
+    out, first = validation
+    (out / "audits" / "members" / "records.parquet").unlink()
+    rerun = CliRunner().invoke(main, ["validate", "--out", str(out), "--quiet", *TINY])
+    assert (out / "audits" / "members" / "records.parquet").exists()
+    assert rerun.output == first.output
+
+
+def test_compare_canaries_names_unreadable_audit(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "records.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match=r"records.parquet cannot be read .* delete"):
+        compare_canaries(tmp_path / "run", {"m0"}, 10)
