@@ -128,7 +128,7 @@ def run_validation(
     checkpoints = prepare_models(out, settings, overwrite=overwrite, progress=progress)
     out = Path(out)
     stages = StageRecords(out)
-    recipe = _recipe(settings)
+    recipe = _audit_recipe(settings)
     scenes = out / "scenes"
     runs = {}
     for case, (target, reference, records) in AUDITS.items():
@@ -304,14 +304,26 @@ def _check_settings(settings: ValidationSettings) -> None:
     resolve_device(settings.device)
 
 
-def _recipe(settings: ValidationSettings) -> dict:
-    """Return every setting that changes results; `jobs` changes only the speed.
+# Settings read only by the audits. The run folder's stamp leaves them out, so
+# changing them reruns the audits on the trained models without --overwrite.
+_AUDIT_SETTINGS = ("k", "bootstrap")
 
-    The model and audit tables are part of it, so a folder written with other
-    tables is not mistaken for a finished stage.
+
+def _recipe(settings: ValidationSettings) -> dict:
+    """Return every setting that changes the scenes or the models.
+
+    `jobs` changes only the speed. The model table is part of the recipe, so a
+    folder written with other tables is not mistaken for a finished stage.
     """
-    recipe = {key: v for key, v in asdict(settings).items() if key != "jobs"}
-    return {**recipe, "models": MODELS, "audits": AUDITS}
+    excluded = ("jobs", *_AUDIT_SETTINGS)
+    recipe = {key: v for key, v in asdict(settings).items() if key not in excluded}
+    return {**recipe, "models": MODELS}
+
+
+def _audit_recipe(settings: ValidationSettings) -> dict:
+    """Return the recipe of the audit stages: the models' and the audits' settings."""
+    audit_settings = {key: asdict(settings)[key] for key in _AUDIT_SETTINGS}
+    return {**_recipe(settings), **audit_settings, "audits": AUDITS}
 
 
 def plant_canaries(

@@ -206,6 +206,24 @@ def test_validate_rerun_skips_training(validation):
     assert checkpoint.stat().st_mtime_ns == before
 
 
+def test_validate_new_bootstrap_reruns_only_audits(validation):
+    out, first = validation
+    checkpoint = out / "target" / "checkpoints" / "epoch_2.pt"
+    trained = checkpoint.stat().st_mtime_ns
+    other = list(TINY)
+    other[other.index("--bootstrap") + 1] = "60"
+    result = CliRunner().invoke(
+        main, ["validate", "--out", str(out), "--quiet", *other]
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    summary = json.loads((out / "audits" / "members" / "summary.json").read_text())
+    assert summary["settings"]["bootstrap"] == 60
+    assert checkpoint.stat().st_mtime_ns == trained
+    # Back to the module's settings, for the tests that follow.
+    rerun = CliRunner().invoke(main, ["validate", "--out", str(out), "--quiet", *TINY])
+    assert rerun.output == first.output
+
+
 def _failed(checks):
     return [f"{c.expectation}: {c.measured}" for c in checks if not c.passed]
 
