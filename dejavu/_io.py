@@ -248,8 +248,8 @@ class StageRecords:
     ) -> bool:
         """Return whether stage ``name`` finished with these settings.
 
-        A stage whose record matches but one of whose `outputs` is missing is not
-        done.
+        A stage is not done when one of its `outputs` is missing, even if its
+        record matches.
         """
         try:
             record = json.loads((self.folder / f"{name}.json").read_text())

@@ -247,9 +247,8 @@ def prepare_models(
         out / "scenes" / f"{split}.parquet"
         for split in ("target", "reference", "control", "public", "target_canaries")
     ]
-    stages.run(
-        "scenes", recipe, scenes, outputs=[*manifests, out / "other/target.parquet"]
-    )
+    manifests.append(out / "other" / "target.parquet")
+    stages.run("scenes", recipe, scenes, outputs=manifests)
 
     # Models train `settings.jobs` at a time, one CPU thread each.
     checkpoints, pending = {}, []
